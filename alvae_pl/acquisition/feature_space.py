@@ -1,0 +1,215 @@
+"""The vector space the distance-based heuristics measure in: T_f(u), optionally with alpha * V(u) (paper, eq. 6)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from alvae_pl.data.image_data import ImageData
+    from alvae_pl.models.task_model import TaskModel
+    from alvae_pl.models.vae import VAE
+
+#: Output names of :meth:`FeatureSpace.embed`.
+TASK_KEY = "task"
+VAE_KEY = "vae"
+
+
+class FeatureSpace:
+    """Task-model features, alone or concatenated with a frozen VAE encoder's posterior mean.
+
+    A point ``u`` is represented by ``[T_f(u), alpha * V(u)]`` (eq. 6), where ``T_f(u)`` is the task model's
+    512-d penultimate embedding and ``V(u)`` the VAE's mean vector. Without a VAE checkpoint it is ``T_f(u)``
+    alone (eq. 1 and 2).
+
+    Args:
+        vae_checkpoint: a VAE checkpoint written by ``python train.py fit --config configs/vae_<data>.yaml``;
+            ``None`` for task features only.
+        alpha: weight of the VAE block. Without ``normalize`` the two blocks keep their own scales, as in the
+            paper, so a given alpha weighs the VAE differently on every data set and every round.
+        normalize: divide each block by its mean L2 norm over all embedded rows (candidates and labeled set)
+            before applying alpha, so that ``alpha = 1`` gives the two blocks equal typical lengths.
+    """
+
+    def __init__(self, vae_checkpoint: str | None = None, alpha: float = 1.0, normalize: bool = False) -> None:
+        if not alpha >= 0 or alpha == float("inf"):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+        if vae_checkpoint is None and alpha != 1.0:
+            warnings.warn(
+                f"alpha={alpha} has no effect without a vae_checkpoint: only task features are used", stacklevel=2
+            )
+        self.vae_checkpoint = vae_checkpoint
+        self.alpha = alpha
+        self.normalize = normalize
+        self._vae: VAE | None = None
+
+    @property
+    def uses_vae(self) -> bool:
+        return self.vae_checkpoint is not None
+
+    def setup(self, data: ImageData, device: torch.device) -> None:
+        """Loads the frozen VAE encoder, if a checkpoint is named, checking it was trained on this data's shape."""
+        if not self.uses_vae:
+            return
+        # Imported here so that task-only feature spaces never pull in the VAE module.
+        from alvae_pl.models.vae import load_vae_encoder
+
+        self._vae = load_vae_encoder(self.vae_checkpoint, data.num_channels, data.image_size, device)
+
+    def embed(self, model: TaskModel, images: Tensor) -> dict[str, Tensor]:
+        """Features of a batch.
+
+        Args:
+            model: the task model, in eval mode.
+            images: uint8 ``[B, C, H, W]`` on the model's device.
+
+        Returns:
+            ``{"task": float [B, 512]}``, plus ``{"vae": float [B, latent_dim]}`` with a VAE.
+        """
+        outputs = {TASK_KEY: model.forward_features(images).embedding.float()}
+        if self.uses_vae:
+            if self._vae is None:
+                raise RuntimeError("FeatureSpace.setup(data, device) must be called before embed: it loads the VAE")
+            outputs[VAE_KEY] = self._vae.encode_mean(images).float()
+        return outputs
+
+    def combine(self, candidates: dict[str, Tensor], labeled: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The points to measure distances between, from the outputs of :meth:`embed`.
+
+        Args:
+            candidates: ``{"task": [n, Dt]}`` and, with a VAE, ``{"vae": [n, Dv]}``; other keys are ignored.
+            labeled: the same for the labeled set, ``[m, ...]``; an empty dict means an empty labeled set.
+
+        Returns:
+            float32 ``(candidate_points [n, D], labeled_points [m, D])`` with ``D = Dt`` (+ ``Dv`` with a VAE),
+            on the candidates' device.
+        """
+        weights = {TASK_KEY: 1.0, VAE_KEY: self.alpha} if self.uses_vae else {TASK_KEY: 1.0}
+        for key in weights:
+            if key not in candidates:
+                raise ValueError(
+                    f"candidate outputs lack {key!r} (have {sorted(candidates)}); "
+                    "they must come from this FeatureSpace's embed"
+                )
+            if labeled and key not in labeled:
+                raise ValueError(f"labeled outputs lack {key!r} (have {sorted(labeled)}); pass an empty dict or embed")
+        n = len(candidates[TASK_KEY])
+        device = candidates[TASK_KEY].device
+        candidate_blocks, labeled_blocks = [], []
+        for key, weight in weights.items():
+            cand = candidates[key].to(torch.float32).flatten(1)
+            lab = labeled[key].to(device, torch.float32).flatten(1) if labeled else cand.new_zeros(0, cand.shape[1])
+            if len(cand) != n:
+                raise ValueError(f"candidate outputs disagree on the number of rows: {key!r} has {len(cand)}, not {n}")
+            if lab.shape[1] != cand.shape[1]:
+                raise ValueError(f"{key!r} features are {cand.shape[1]}-d for candidates but {lab.shape[1]}-d labeled")
+            if self.normalize:
+                weight = weight / _mean_norm(cand, lab)
+            candidate_blocks.append(cand * weight)
+            labeled_blocks.append(lab * weight)
+        labeled_rows = {len(block) for block in labeled_blocks}
+        if len(labeled_rows) != 1:
+            raise ValueError(f"labeled outputs disagree on the number of rows: {sorted(labeled_rows)}")
+        return torch.cat(candidate_blocks, dim=1), torch.cat(labeled_blocks, dim=1)
+
+
+def _mean_norm(*blocks: Tensor) -> float:
+    """Mean L2 norm of the rows of all ``blocks`` together; 1 when there are no rows or all rows are zero."""
+    norms = torch.cat([torch.linalg.vector_norm(block, dim=1, dtype=torch.float64) for block in blocks])
+    mean = norms.mean().item() if len(norms) else 0.0
+    # An all-zero block has nothing to rescale; dividing by 0 would turn it into NaNs.
+    return mean if mean > 0 else 1.0
+
+
+# ------------------------------------------------------------------------------------------- distances
+#: Rows per block of the chunked distance computations: a block is at most ``chunk_size**2`` floats (4 MiB).
+DEFAULT_CHUNK_SIZE = 1024
+
+
+def prepare_points(candidates: Tensor, labeled: Tensor, budget: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Checks the inputs of a greedy distance-based selection and centres them.
+
+    Distances are translation invariant, but ``||a||^2 + ||b||^2 - 2 a.b`` loses precision in float32 when the
+    points lie far from the origin (ReLU embeddings all sit in the positive orthant), so the points are shifted
+    to their common mean first. That costs one float32 copy of each input.
+
+    Args:
+        candidates: float ``[n, D]``.
+        labeled: float ``[m, D]``, ``m >= 0``, on any device (moved to the candidates' one).
+        budget: how many candidates will be picked.
+
+    Returns:
+        float32 ``(candidates [n, D], labeled [m, D], squared norms [n], squared norms [m])``, centred.
+    """
+    if candidates.ndim != 2 or labeled.ndim != 2:
+        raise ValueError(f"points must be [n, D] and [m, D], got {list(candidates.shape)} and {list(labeled.shape)}")
+    if candidates.shape[1] != labeled.shape[1] and len(labeled):
+        raise ValueError(f"candidates are {candidates.shape[1]}-d but the labeled points {labeled.shape[1]}-d")
+    n, m = len(candidates), len(labeled)
+    if not 1 <= budget <= n:
+        raise ValueError(f"budget must be between 1 and the number of candidates ({n}), got {budget}")
+    labeled = labeled.to(candidates.device)
+    total = candidates.sum(0, dtype=torch.float64) + labeled.sum(0, dtype=torch.float64)
+    origin = (total / (n + m)).to(torch.float32)
+    x = candidates.to(torch.float32) - origin
+    y = labeled.to(torch.float32).reshape(m, candidates.shape[1]) - origin
+    x_sq, y_sq = _squared_norms(x), _squared_norms(y)
+    # A NaN or inf anywhere in a row makes its squared norm non-finite: one [n] check instead of an [n, D] one.
+    if not (torch.isfinite(x_sq).all() and torch.isfinite(y_sq).all()):
+        raise ValueError("features contain NaN or inf; check the task model (diverged training?) or the VAE")
+    return x, y, x_sq, y_sq
+
+
+def _squared_norms(points: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
+    """``[N]`` squared L2 norms of ``[N, D]`` rows, without an ``[N, D]`` temporary."""
+    out = points.new_empty(len(points))
+    for start in range(0, len(points), chunk_size):
+        rows = points[start : start + chunk_size]
+        out[start : start + chunk_size] = (rows * rows).sum(1)
+    return out
+
+
+def squared_distance_blocks(
+    x: Tensor, x_sq: Tensor, y: Tensor, y_sq: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Iterator[tuple[int, int, Tensor]]:
+    """All squared distances between rows of ``x`` and ``y``, one block at a time, never the whole matrix.
+
+    Args:
+        x: float ``[n, D]``, with squared norms ``x_sq`` ``[n]``.
+        y: float ``[m, D]``, with squared norms ``y_sq`` ``[m]``.
+        chunk_size: rows of ``x`` and of ``y`` per block.
+
+    Yields:
+        ``(start, stop, block)``: ``block`` float ``[stop - start, <= chunk_size]`` holds the squared distances of
+        ``x[start:stop]`` to one chunk of ``y``, clamped at 0; blocks of one ``x`` chunk come in ``y`` order.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    for start in range(0, len(x), chunk_size):
+        stop = min(start + chunk_size, len(x))
+        for y_start in range(0, len(y), chunk_size):
+            y_stop = min(y_start + chunk_size, len(y))
+            block = torch.addmm(x_sq[start:stop, None], x[start:stop], y[y_start:y_stop].T, alpha=-2)
+            yield start, stop, block.add_(y_sq[None, y_start:y_stop]).clamp_min_(0)
+
+
+def squared_distances_to(x: Tensor, x_sq: Tensor, index: Tensor) -> Tensor:
+    """Squared distances ``[n]`` from every row of ``x`` ``[n, D]`` to the row ``x[index]``, clamped at 0.
+
+    ``index`` is a 0-d int64 tensor so that a loop of picks on a GPU never waits for the host. Cost: one pass
+    over ``x`` (a matrix-vector product), no ``[n, D]`` temporary.
+    """
+    center = x.index_select(0, index.view(1)).squeeze(0)
+    return torch.mv(x, center).mul_(-2).add_(x_sq).add_(x_sq.index_select(0, index.view(1))).clamp_min_(0)
+
+
+def seeded_first_pick(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """A uniformly drawn 0-d int64 index in ``[0, n)``: the first pick when there is nothing to measure against.
+
+    (Always starting from index 0, as some reference code does, biases every run towards the pool's first image.)
+    """
+    return torch.randint(n, (), generator=generator).to(device)

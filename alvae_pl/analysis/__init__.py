@@ -1,0 +1,50 @@
+"""Analysis of active-learning experiments: loading histories, paired statistics, curves and t-SNE figures.
+
+Names are imported on first use (PEP 562) so that importing a sibling module, e.g. the experiment runner,
+does not pay for scipy, matplotlib and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "History": "history",
+    "Runs": "history",
+    "load_history": "history",
+    "load_experiment": "history",
+    "long_format": "history",
+    "write_long_csv": "history",
+    "ComparisonRow": "statistics",
+    "SummaryRow": "statistics",
+    "compare_variants": "statistics",
+    "summarize": "statistics",
+    "confidence_band": "statistics",
+    "paired_pvalues": "statistics",
+    "write_table_csv": "statistics",
+    "to_markdown": "statistics",
+    "write_markdown": "statistics",
+    "plot_curves": "curves",
+    "figure_to_tensorboard": "curves",
+    "save_png": "curves",
+    "Panel": "tsne_figure",
+    "embed_tsne": "tsne_figure",
+    "make_panel": "tsne_figure",
+    "roles_from_indices": "tsne_figure",
+    "plot_selection_panels": "tsne_figure",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

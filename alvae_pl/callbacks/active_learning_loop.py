@@ -1,0 +1,309 @@
+"""Algorithm 1 of the paper inside one ``trainer.fit``: train, evaluate, select, label, retrain from scratch."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+from alvae_pl.acquisition.heuristic import Heuristic
+from alvae_pl.acquisition.random_sampling import RandomSampling
+from alvae_pl.callbacks.run_records import HISTORY_COLUMNS, LABELED_COLUMNS, write_csv_atomically
+from alvae_pl.callbacks.sharded_inference import sharded_inference
+from alvae_pl.data.datamodule import ActiveDataModule
+from alvae_pl.models.metrics import compute_metrics
+from alvae_pl.models.task_model import TaskModel
+
+
+def round_seed(seed: int, round_index: int) -> int:
+    """The seed of one round's random choices: derived, never taken from global RNG state."""
+    return (seed * 1_000_003 + 7919 * (round_index + 1)) % (2**63)
+
+
+class ActiveLearningLoop(Callback):
+    """Runs the rounds of active learning between training epochs.
+
+    A round trains the task model for ``epochs_first + round * epochs_increment`` epochs (or fewer, once
+    train accuracy reaches ``train_accuracy_target``). At its last epoch, once, on the round's final weights:
+
+    1. evaluate on the validation and test splits (every rank its shard, gathered);
+    2. log ``al/*`` scalars to TensorBoard with the number of labels as the step, and rewrite
+       ``history.csv`` in the run folder;
+    3. select ``budget`` unlabeled pool images with ``heuristic`` (embedding sharded over ranks, selection on
+       rank zero, broadcast), label them, and rewrite ``labeled.csv``;
+    4. reset the task model to its round-0 weights and build a fresh optimizer.
+
+    Hooks: ``setup`` derives ``max_epochs`` from the schedule and asks Lightning to rebuild the train loader
+    every epoch (cheap for in-memory tensors; it is how the next round sees the new labels and how each
+    epoch's shuffle stays a function of (seed, epoch)); ``on_train_epoch_start`` tells the model where it is
+    in the round; ``on_train_epoch_end`` does the work above. It runs before ``ModelCheckpoint`` (which must
+    save on train epoch end), so ``last.ckpt`` always holds the state after the epoch's acquisition, and a run
+    resumed with ``--ckpt_path last`` repeats nothing and skips nothing. The loop's state (round, history,
+    selection scores) lives in ``state_dict``; the pool lives in the DataModule's.
+
+    Args:
+        heuristic: how to choose images (random, entropy, core-set, MedAL, learning loss...).
+        budget: images labeled per round (paper: 3,000).
+        max_labels: stop once this many images are labeled and trained on; ``None``: until the pool is used up.
+        epochs_first: epochs of the first round (paper: 10).
+        epochs_increment: extra epochs for each later round (paper: 5).
+        train_accuracy_target: end a round early once the epoch's train accuracy reaches this (paper: 0.99).
+        seed: seeds each round's random choices together with the round number.
+        evaluate_test: also evaluate on the test split each round (the validation split always is).
+        validate_every_epoch: keep Lightning's per-epoch validation; off by default, since on small rounds
+            it costs more than training, and every round ends with an evaluation anyway.
+    """
+
+    def __init__(
+        self,
+        heuristic: Heuristic | None = None,
+        budget: int = 3000,
+        max_labels: int | None = None,
+        epochs_first: int = 10,
+        epochs_increment: int = 5,
+        train_accuracy_target: float | None = None,
+        seed: int = 0,
+        evaluate_test: bool = True,
+        validate_every_epoch: bool = False,
+    ) -> None:
+        if budget < 1:
+            raise ValueError(f"active.budget must be at least 1, got {budget}")
+        if epochs_first < 1 or epochs_increment < 0:
+            raise ValueError("active.epochs_first must be >= 1 and active.epochs_increment >= 0")
+        self.heuristic = heuristic if heuristic is not None else RandomSampling()
+        self.budget = budget
+        self.max_labels = max_labels
+        self.epochs_first = epochs_first
+        self.epochs_increment = epochs_increment
+        self.train_accuracy_target = train_accuracy_target
+        self.seed = seed
+        self.evaluate_test = evaluate_test
+        self.validate_every_epoch = validate_every_epoch
+        # Checkpointed state.
+        self.round_index = 0
+        self.round_start_epoch = 0
+        self.round_train_seconds = 0.0
+        self.finished = False
+        self.history: list[dict[str, float | int]] = []
+        self.scores = torch.empty(0)
+        self._epoch_started = 0.0
+        self._active = False
+
+    # ------------------------------------------------------------------------------------------ schedule
+    def round_epochs(self, round_index: int) -> int:
+        return self.epochs_first + round_index * self.epochs_increment
+
+    def label_schedule(self, pool_size: int, initial_labels: int) -> list[int]:
+        """Number of labels trained on in each round, e.g. ``[3000, 6000, ..., 24000, 25000]``."""
+        cap = pool_size if self.max_labels is None else self.max_labels
+        if cap > pool_size:
+            raise ValueError(
+                f"active.max_labels={cap} exceeds the pool of {pool_size} images: lower it or raise data.pool_size"
+            )
+        if cap < initial_labels:
+            raise ValueError(
+                f"active.max_labels={cap} is below data.initial_labels={initial_labels}: raise it or lower the latter"
+            )
+        if initial_labels < pool_size and self.budget > pool_size - initial_labels:
+            raise ValueError(
+                f"active.budget={self.budget} exceeds the {pool_size - initial_labels} unlabeled pool images: "
+                "lower active.budget or raise data.pool_size"
+            )
+        labels = [initial_labels]
+        while labels[-1] < cap:
+            labels.append(min(labels[-1] + self.budget, cap))
+        return labels
+
+    # ----------------------------------------------------------------------------------------- lightning
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, ActiveDataModule):
+            raise TypeError("ActiveLearningLoop needs an ActiveDataModule")
+        if datamodule.train_on == "labeled" and not isinstance(pl_module, TaskModel):
+            raise ValueError(f"active learning needs a TaskModel, got {type(pl_module).__name__}: "
+                             "train other models with data.train_on: pool")
+        if datamodule.train_on == "pool":
+            rank_zero_info("data.train_on=pool: training on the whole pool, no active learning")
+            return
+        self._active = True
+        schedule = self.label_schedule(len(datamodule.pool), datamodule.initial_labels)
+        max_epochs = sum(self.round_epochs(r) for r in range(len(schedule)))
+        rank_zero_info(
+            f"Active learning: {len(schedule)} rounds, labels {schedule[0]} -> {schedule[-1]}, "
+            f"at most {max_epochs} epochs; heuristic {type(self.heuristic).__name__}"
+        )
+        trainer.fit_loop.max_epochs = max_epochs
+        trainer.reload_dataloaders_every_n_epochs = 1
+        if not self.validate_every_epoch:
+            trainer.limit_val_batches = 0
+            trainer.num_sanity_val_steps = 0
+        self._schedule = schedule
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._active:
+            self.heuristic.setup(trainer.datamodule.data, pl_module.device)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._active and self.finished:  # resumed from the checkpoint of a finished run
+            trainer.should_stop = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: TaskModel) -> None:
+        if not self._active:
+            return
+        self._epoch_started = time.perf_counter()
+        epoch_in_round = trainer.current_epoch - self.round_start_epoch
+        pl_module.set_round_progress(epoch_in_round, self.round_epochs(self.round_index))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: TaskModel) -> None:
+        if not self._active:
+            return
+        self.round_train_seconds += time.perf_counter() - self._epoch_started
+        epochs_done = trainer.current_epoch - self.round_start_epoch + 1
+        train_accuracy = trainer.callback_metrics.get("train/accuracy")  # computing it is a collective
+        train_accuracy = float(train_accuracy) if train_accuracy is not None else math.nan
+        reached = self.train_accuracy_target is not None and train_accuracy >= self.train_accuracy_target
+        if epochs_done < self.round_epochs(self.round_index) and not reached:
+            return
+        self._finish_round(trainer, pl_module, epochs_done, train_accuracy)
+
+    # ----------------------------------------------------------------------------------------- a round
+    def _finish_round(self, trainer: L.Trainer, model: TaskModel, epochs: int, train_accuracy: float) -> None:
+        datamodule: ActiveDataModule = trainer.datamodule
+        pool = datamodule.pool
+        row: dict[str, Any] = {
+            "round": self.round_index,
+            "labels": pool.num_labeled,
+            "epochs": epochs,
+            "train_accuracy": train_accuracy,
+            "train_seconds": self.round_train_seconds,
+        }
+        splits = {"val": datamodule.data.val} | ({"test": datamodule.data.test} if self.evaluate_test else {})
+        for name, split in splits.items():
+            logits = sharded_inference(
+                trainer,
+                model,
+                len(split),
+                lambda rows, images=split.images: {"logits": model(images[rows].to(model.device))},
+                datamodule.eval_batch_size,
+                f"Evaluating {name}",
+            )["logits"]
+            metrics = compute_metrics(logits.cpu(), split.targets, model.task, model.num_classes)
+            row.update({f"{name}_{metric}": value for metric, value in metrics.items()})
+
+        last_round = self.round_index + 1 >= len(self._schedule) or pool.num_unlabeled == 0
+        if not last_round:
+            started = time.perf_counter()
+            self._acquire(trainer, model, self._schedule[self.round_index + 1] - pool.num_labeled)
+            row["acquisition_seconds"] = time.perf_counter() - started
+        self.history.append(row)
+        self._publish(trainer, row)
+        if last_round:
+            self.finished = True
+            trainer.should_stop = True
+            return
+        model.reset_to_initial_weights()
+        trainer.strategy.setup_optimizers(trainer)
+        self.round_index += 1
+        self.round_start_epoch = trainer.current_epoch + 1
+        self.round_train_seconds = 0.0
+
+    def _acquire(self, trainer: L.Trainer, model: TaskModel, budget: int) -> None:
+        datamodule: ActiveDataModule = trainer.datamodule
+        pool = datamodule.pool
+        if budget >= pool.num_unlabeled:
+            if budget > pool.num_unlabeled:
+                rank_zero_warn(f"Only {pool.num_unlabeled} unlabeled images are left: labeling all of them.")
+            budget = pool.num_unlabeled
+        generator = torch.Generator().manual_seed(round_seed(self.seed, self.round_index))
+        candidates = self.heuristic.candidates(pool.unlabeled, generator)
+        if len(candidates) < budget:
+            raise ValueError(f"{type(self.heuristic).__name__} offered {len(candidates)} candidates for {budget} picks")
+        candidate_outputs = self._embed(trainer, model, candidates, "Embedding unlabeled pool")
+        labeled_outputs = (
+            self._embed(trainer, model, pool.labeled, "Embedding labeled set")
+            if self.heuristic.uses_labeled
+            else {"index": pool.labeled}
+        )
+        selection = None
+        if trainer.is_global_zero:
+            selection = self.heuristic.select(candidate_outputs, labeled_outputs, budget, generator)
+            selection = (selection.positions.cpu(), selection.scores.detach().float().cpu())
+        positions, scores = trainer.strategy.broadcast(selection, src=0)
+        if len(positions) != budget or len(positions.unique()) != budget:
+            raise RuntimeError(f"{type(self.heuristic).__name__} returned {len(positions)} picks, expected {budget}")
+        pool.label(candidates[positions], round_index=self.round_index + 1)
+        self.scores = torch.cat([self.scores, scores])
+
+    def _embed(self, trainer: L.Trainer, model: TaskModel, positions: Tensor, description: str) -> dict[str, Tensor]:
+        outputs: dict[str, Tensor] = {}
+        if self.heuristic.uses_model and len(positions):
+            datamodule: ActiveDataModule = trainer.datamodule
+            outputs = sharded_inference(
+                trainer,
+                model,
+                len(positions),
+                lambda rows: self.heuristic.embed(model, datamodule.pool_images(positions[rows]).to(model.device)),
+                datamodule.eval_batch_size,
+                description,
+            )
+        outputs["index"] = positions
+        return outputs
+
+    # ------------------------------------------------------------------------------------------ records
+    def _publish(self, trainer: L.Trainer, row: dict[str, Any]) -> None:
+        """TensorBoard curves against the number of labels, and the two CSV files, from rank zero."""
+        if not trainer.is_global_zero:
+            return
+        summary = ", ".join(f"{k} {row[k]:.4f}" for k in HISTORY_COLUMNS if k.startswith(("val_", "test_")) and k in row)
+        rank_zero_info(f"Round {row['round']} with {row['labels']} labels, {row['epochs']} epochs: {summary}")
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                for key in HISTORY_COLUMNS[3:]:
+                    if key in row and not math.isnan(row[key]):
+                        logger.experiment.add_scalar(f"al/{key}", row[key], global_step=row["labels"])
+                logger.experiment.flush()
+        self.write_records(trainer)
+
+    def run_folder(self, trainer: L.Trainer) -> Path:
+        return Path(trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir)
+
+    def write_records(self, trainer: L.Trainer) -> None:
+        """Rewrite ``history.csv`` and ``labeled.csv`` whole from the current state."""
+        folder = self.run_folder(trainer)
+        write_csv_atomically(folder / "history.csv", HISTORY_COLUMNS, self.history)
+        pool = trainer.datamodule.pool
+        initial = pool.num_labeled - len(self.scores)
+        scores = [math.nan] * initial + self.scores.tolist()
+        rows = [
+            {"round": int(r), "pool_index": int(p), "dataset_index": int(pool.dataset_indices[p]), "score": s}
+            for p, r, s in zip(pool.labeled.tolist(), pool.labeled_rounds.tolist(), scores)
+        ]
+        write_csv_atomically(folder / "labeled.csv", LABELED_COLUMNS, rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "round_index": self.round_index,
+            "round_start_epoch": self.round_start_epoch,
+            "round_train_seconds": self.round_train_seconds,
+            "finished": self.finished,
+            "history": [dict(row) for row in self.history],
+            "scores": self.scores.clone(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.round_index = state_dict["round_index"]
+        self.round_start_epoch = state_dict["round_start_epoch"]
+        self.round_train_seconds = state_dict["round_train_seconds"]
+        self.finished = state_dict["finished"]
+        self.history = [dict(row) for row in state_dict["history"]]
+        self.scores = state_dict["scores"].clone()

@@ -1,0 +1,57 @@
+"""Batched inference over rows of an in-memory tensor, sharded over DDP ranks and gathered on every rank."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+
+def sharded_inference(
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    num_rows: int,
+    compute: Callable[[Tensor], dict[str, Tensor]],
+    batch_size: int,
+    description: str,
+) -> dict[str, Tensor]:
+    """Run ``compute(rows)`` over ``rows = 0..num_rows-1``, each rank on its share, and gather the results.
+
+    Rank ``r`` of ``W`` takes rows ``r, r+W, r+2W, ...`` of the row list padded (by wrapping around) to a
+    multiple of ``W``, so that every rank holds the same number of rows: ``all_gather`` needs equal shapes or
+    it hangs. Interleaving the gathered shards and dropping the padding restores row order exactly.
+
+    Must be called on every rank (it is a collective). ``compute`` gets int64 row indices ``[b]`` and returns
+    name -> tensor ``[b, ...]`` on the module's device; it runs under ``torch.no_grad`` with the module in
+    eval mode.
+
+    Returns:
+        name -> tensor ``[num_rows, ...]`` on the module's device, identical on every rank.
+    """
+    world, rank = trainer.world_size, trainer.global_rank
+    per_rank = -(-num_rows // world)
+    mine = (torch.arange(per_rank * world) % num_rows)[rank::world]
+    was_training = module.training
+    module.eval()
+    parts: dict[str, list[Tensor]] = {}
+    show = trainer.is_global_zero and trainer.progress_bar_callback is not None
+    try:
+        with torch.no_grad(), tqdm(total=len(mine), desc=description, disable=not show, leave=False) as bar:
+            for rows in mine.split(batch_size):
+                for name, value in compute(rows).items():
+                    parts.setdefault(name, []).append(value)
+                bar.update(len(rows))
+    finally:
+        module.train(was_training)
+    outputs = {}
+    for name, chunks in parts.items():
+        local = torch.cat(chunks)
+        if world == 1:
+            outputs[name] = local[:num_rows]
+            continue
+        gathered = module.all_gather(local)  # [W, per_rank, ...]
+        outputs[name] = gathered.transpose(0, 1).reshape(per_rank * world, *local.shape[1:])[:num_rows]
+    return outputs

@@ -1,0 +1,70 @@
+"""The command line: LightningCLI with the active-learning loop as a first-class ``active:`` group."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
+from alvae_pl.data.datamodule import ActiveDataModule
+
+
+def _integer_seed(seed: int | bool) -> int:
+    if isinstance(seed, bool):
+        raise ValueError("set an integer --seed_everything: runs must be reproducible and resumable")
+    return int(seed)
+
+
+class AlvaeCLI(LightningCLI):
+    """``python train.py fit --config configs/<name>.yaml``.
+
+    Adds two always-present groups: ``active`` (the :class:`ActiveLearningLoop`) and ``checkpoint`` (a
+    ``ModelCheckpoint`` that writes ``last.ckpt`` after every epoch's acquisition, in the run folder
+    ``lightning_logs/<name>/<version>/checkpoints``, where ``--ckpt_path last`` finds it). Links what the
+    data knows into the model (classes, channels, size, multi-class vs multi-label) and the one
+    ``seed_everything`` into every seeded part, so configs never repeat either.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ActiveLearningLoop, "active")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 0,
+                "checkpoint.every_n_epochs": 1,
+                "checkpoint.save_on_train_epoch_end": True,
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "lightning_logs", "name": "default", "version": "run"},
+                },
+            }
+        )
+        # Links whose target a model lacks (the VAE has no classes) are skipped by jsonargparse.
+        for attribute in ("num_classes", "num_channels", "image_size", "task"):
+            parser.link_arguments(
+                "data", f"model.init_args.{attribute}", lambda d, a=attribute: getattr(d, a), apply_on="instantiate"
+            )
+        for target in ("data.seed", "model.init_args.init_seed", "active.seed"):
+            parser.link_arguments("seed_everything", target, _integer_seed, apply_on="parse")
+
+
+def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
+    """Entry point; ``args`` lets tests drive the CLI in-process. Known bad input exits with one line."""
+    try:
+        return AlvaeCLI(
+            datamodule_class=ActiveDataModule,
+            subclass_mode_model=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        if os.environ.get("ALVAE_DEBUG"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

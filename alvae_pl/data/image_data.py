@@ -1,0 +1,67 @@
+"""The in-memory form every data source produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+TaskKind = Literal["multiclass", "multilabel"]
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """One split of a data set, held in memory.
+
+    Attributes:
+        images: uint8 ``[N, C, H, W]``.
+        targets: int64 ``[N]`` class indices (multi-class) or int64 ``[N, K]`` 0/1 findings (multi-label).
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {list(self.images.shape)}")
+        if self.targets.dtype != torch.int64 or self.targets.ndim not in (1, 2):
+            raise ValueError(f"targets must be int64 [N] or [N, K], got {self.targets.dtype} {list(self.targets.shape)}")
+        if len(self.images) != len(self.targets):
+            raise ValueError(f"{len(self.images)} images but {len(self.targets)} targets")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Train, validation and test splits of one data set, with what a model needs to know about it."""
+
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
+    task: TaskKind
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        shapes = {tuple(split.images.shape[1:]) for split in (self.train, self.val, self.test)}
+        if len(shapes) != 1:
+            raise ValueError(f"train, val and test images differ in shape: {sorted(shapes)}")
+        for split in (self.train, self.val, self.test):
+            if self.task == "multilabel" and (split.targets.ndim != 2 or split.targets.shape[1] != self.num_classes):
+                raise ValueError(f"multi-label targets must be [N, {self.num_classes}], got {list(split.targets.shape)}")
+            if self.task == "multiclass" and split.targets.ndim != 1:
+                raise ValueError(f"multi-class targets must be [N], got {list(split.targets.shape)}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])

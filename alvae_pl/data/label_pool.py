@@ -1,0 +1,108 @@
+"""Which pool images are labeled, in the order they were labeled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class LabelPool:
+    """A seeded random subset of the train split, split into labeled and unlabeled images.
+
+    Pool positions ``0..P-1`` are the currency of acquisition; ``dataset_indices[p]`` is the train-split
+    index of pool position ``p``. Validation and test images are never in the pool, so they can never be
+    labeled. The labeled set only grows, never holds duplicates, and remembers the round each image was
+    labeled in.
+
+    Args:
+        train_size: number of images in the train split.
+        pool_size: how many of them form the pool (``None``: all).
+        initial_labels: how many pool images are labeled before round one.
+        pool_seed: seeds both the pool subset and the initial labels, independent of the training seed, so
+            every heuristic compared under the same ``pool_seed`` starts from the same labels.
+    """
+
+    def __init__(self, train_size: int, pool_size: int | None, initial_labels: int, pool_seed: int) -> None:
+        pool_size = train_size if pool_size is None else pool_size
+        if not 0 < pool_size <= train_size:
+            raise ValueError(
+                f"pool_size={pool_size} but the train split has {train_size} images: "
+                f"set data.pool_size between 1 and {train_size}"
+            )
+        if not 0 < initial_labels <= pool_size:
+            raise ValueError(
+                f"initial_labels={initial_labels} but the pool has {pool_size} images: "
+                f"set data.initial_labels between 1 and {pool_size}"
+            )
+        generator = torch.Generator().manual_seed(pool_seed)
+        self.dataset_indices: Tensor = torch.randperm(train_size, generator=generator)[:pool_size].sort().values
+        self._is_labeled = torch.zeros(pool_size, dtype=torch.bool)
+        self._order = torch.empty(0, dtype=torch.int64)
+        self._rounds = torch.empty(0, dtype=torch.int64)
+        self.label(torch.randperm(pool_size, generator=generator)[:initial_labels].sort().values, round_index=0)
+
+    def __len__(self) -> int:
+        return len(self.dataset_indices)
+
+    @property
+    def labeled(self) -> Tensor:
+        """Pool positions of labeled images, int64 ``[L]``, in labeling order."""
+        return self._order
+
+    @property
+    def labeled_rounds(self) -> Tensor:
+        """Round in which each of ``labeled`` was labeled (0: initial labels), int64 ``[L]``."""
+        return self._rounds
+
+    @property
+    def unlabeled(self) -> Tensor:
+        """Pool positions of unlabeled images, int64 ``[U]``, ascending."""
+        return (~self._is_labeled).nonzero().squeeze(1)
+
+    @property
+    def num_labeled(self) -> int:
+        return len(self._order)
+
+    @property
+    def num_unlabeled(self) -> int:
+        return len(self) - self.num_labeled
+
+    def label(self, positions: Tensor, round_index: int) -> None:
+        """Mark pool positions as labeled.
+
+        Args:
+            positions: int64 ``[b]`` pool positions, all currently unlabeled and distinct.
+            round_index: the round whose acquisition chose them.
+        """
+        positions = torch.as_tensor(positions, dtype=torch.int64).flatten().cpu()
+        if len(positions) and (positions.min() < 0 or positions.max() >= len(self)):
+            raise ValueError(f"pool positions must lie in [0, {len(self)}), got {positions.min()}..{positions.max()}")
+        if len(positions.unique()) != len(positions):
+            raise ValueError("cannot label the same pool position twice in one call")
+        already = positions[self._is_labeled[positions]]
+        if len(already):
+            raise ValueError(f"pool positions {already[:5].tolist()} are already labeled")
+        self._is_labeled[positions] = True
+        self._order = torch.cat([self._order, positions])
+        self._rounds = torch.cat([self._rounds, torch.full_like(positions, round_index)])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors only: torch's weights-only checkpoint loading rejects numpy arrays."""
+        return {
+            "dataset_indices": self.dataset_indices.clone(),
+            "labeled": self._order.clone(),
+            "labeled_rounds": self._rounds.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not torch.equal(state["dataset_indices"], self.dataset_indices):
+            raise ValueError(
+                "the checkpoint's pool differs from this configuration's pool: resume with the same "
+                "data.source, data.pool_size and data.pool_seed as the run that wrote it"
+            )
+        self._is_labeled.zero_()
+        self._is_labeled[state["labeled"]] = True
+        self._order = state["labeled"].clone()
+        self._rounds = state["labeled_rounds"].clone()

@@ -1,0 +1,17 @@
+"""Data sources: one loader per origin, each producing an in-memory :class:`~alvae_pl.data.image_data.ImageData`."""
+
+from alvae_pl.data.sources.base import ImageSource, read_medmnist_npz
+from alvae_pl.data.sources.digits_source import DigitsSource
+from alvae_pl.data.sources.medmnist_source import FLAGS_2D, MedMNISTSource
+from alvae_pl.data.sources.mnist_source import MNISTSource
+from alvae_pl.data.sources.npz_source import NpzSource
+
+__all__ = [
+    "FLAGS_2D",
+    "DigitsSource",
+    "ImageSource",
+    "MNISTSource",
+    "MedMNISTSource",
+    "NpzSource",
+    "read_medmnist_npz",
+]

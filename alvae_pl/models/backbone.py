@@ -1,0 +1,87 @@
+"""The ResNet-18 backbone: torchvision's network, adapted to small images and any channel count."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import ResNet, ResNet18_Weights, resnet18
+
+Weights = Literal["IMAGENET1K_V1"]
+Stem = Literal["imagenet", "small"]
+
+# torchvision's ImageNet normalisation, applied on the device to pretrained backbones.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BackboneOutputs(NamedTuple):
+    """Everything the heuristics read off one forward pass.
+
+    Attributes:
+        logits: ``[B, K]``.
+        embedding: ``[B, 512]`` penultimate features T_f(u), after global average pooling.
+        blocks: the four residual-block outputs, ``[B, 64, H/4, W/4]`` ... ``[B, 512, H/32, W/32]`` with the
+            ImageNet stem (``H``, ``W``, ``H/2`` ... with the small stem).
+    """
+
+    logits: Tensor
+    embedding: Tensor
+    blocks: tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def imagenet_weights_path() -> str:
+    """Where torchvision looks for (and caches) the ImageNet ResNet-18 weights."""
+    filename = os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+
+
+def build_resnet18(num_classes: int, in_channels: int, weights: Weights | None, stem: Stem) -> ResNet:
+    """torchvision's ResNet-18 with a new ``num_classes`` head.
+
+    Args:
+        num_classes: outputs of the final layer.
+        in_channels: input channels the first convolution takes; with ImageNet weights it stays 3 and the
+            caller repeats grayscale images.
+        weights: ``None`` for random initialisation (from the global RNG: seed it first), or
+            ``"IMAGENET1K_V1"``.
+        stem: ``imagenet`` keeps the 7x7 stride-2 convolution and max-pool; ``small`` swaps them for a 3x3
+            stride-1 convolution without max-pool, which keeps 4x more resolution on 28-32 px images at
+            16x the compute.
+    """
+    if weights is None:
+        net = resnet18(weights=None, num_classes=num_classes)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    elif weights == "IMAGENET1K_V1":
+        try:
+            net = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+        except OSError as error:  # URLError is an OSError: offline and not cached
+            raise FileNotFoundError(
+                f"ImageNet ResNet-18 weights are not at {imagenet_weights_path()} and could not be downloaded "
+                f"({error.__class__.__name__}): put {ResNet18_Weights.IMAGENET1K_V1.url} there "
+                "(TORCH_HOME moves the folder) or pass --model.weights null"
+            ) from None
+        # Pretrained weights only exist for 1000 classes: load them, then replace the head.
+        net.fc = nn.Linear(512, num_classes)
+    else:
+        raise ValueError(f"unknown weights {weights!r}: use null or IMAGENET1K_V1")
+    if stem == "small":
+        net.conv1 = nn.Conv2d(net.conv1.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    elif stem != "imagenet":
+        raise ValueError(f"unknown stem {stem!r}: use imagenet or small")
+    return net
+
+
+def resnet_forward(net: ResNet, x: Tensor) -> BackboneOutputs:
+    """One pass through ``net`` that keeps the intermediate outputs. ``x``: float ``[B, C, H, W]``."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    b1 = net.layer1(x)
+    b2 = net.layer2(b1)
+    b3 = net.layer3(b2)
+    b4 = net.layer4(b3)
+    embedding = torch.flatten(net.avgpool(b4), 1)
+    return BackboneOutputs(net.fc(embedding), embedding, (b1, b2, b3, b4))

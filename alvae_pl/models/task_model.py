@@ -1,0 +1,210 @@
+"""The task model T: a ResNet-18 classifier, optionally with a jointly trained loss-prediction head."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alvae_pl.data.image_data import TaskKind
+from alvae_pl.models.backbone import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BackboneOutputs,
+    Stem,
+    Weights,
+    build_resnet18,
+    resnet_forward,
+)
+from alvae_pl.models.loss_prediction import LossPredictionHead, pairwise_margin_loss
+from alvae_pl.models.metrics import classification_metrics, scores
+
+
+class TaskModel(L.LightningModule):
+    """ResNet-18 classifier for multi-class or multi-label images (uint8 batches, normalised on the device).
+
+    Every round of active learning retrains it from the same round-0 weights: ``reset_to_initial_weights``
+    restores them in place, the state captured right after construction (ImageNet weights, or a random
+    initialisation seeded by ``init_seed``).
+
+    With ``loss_prediction`` the model also trains the learning-loss head of Yoo and Kweon (2019): task loss +
+    ``loss_prediction_weight`` * pairwise margin loss (paper eqs. 3-4). The head's gradient into the backbone
+    stops after ``loss_detach_after`` of each round's epochs (the reference stops at 120 of 200 epochs). With
+    ``vae_checkpoint``, the head also sees ``vae_alpha * V(u)``, the frozen VAE encoder's mean (the paper's
+    VAE-augmented loss prediction).
+
+    Args:
+        num_classes: classes (multi-class) or findings (multi-label); linked from the data.
+        num_channels: image channels; linked from the data.
+        image_size: image height and width; linked from the data.
+        task: ``multiclass`` (cross-entropy) or ``multilabel`` (binary cross-entropy per finding).
+        weights: ``null`` (random init) or ``IMAGENET1K_V1`` (the paper's ImageNet pretraining).
+        stem: ``imagenet`` (7x7 stride-2 conv + max-pool) or ``small`` (3x3 stride-1 conv, no max-pool).
+        lr: SGD learning rate (paper: 0.001).
+        momentum: SGD momentum (paper: 0.9).
+        weight_decay: SGD weight decay.
+        init_seed: seeds the random parts of the round-0 weights.
+        loss_prediction: train the loss-prediction head beside the classifier.
+        loss_prediction_weight: lambda, the weight of the pairwise margin loss.
+        loss_margin: xi, the margin of the pairwise loss.
+        loss_detach_after: share of each round's epochs after which the head stops training the backbone.
+        loss_hidden_dim: width of the head's per-block layer.
+        vae_checkpoint: VAE checkpoint whose encoder mean joins the head's representation.
+        vae_alpha: scale of the VAE features.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        num_channels: int = 3,
+        image_size: int = 28,
+        task: TaskKind = "multiclass",
+        weights: Weights | None = None,
+        stem: Stem = "imagenet",
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        init_seed: int = 0,
+        loss_prediction: bool = False,
+        loss_prediction_weight: float = 1.0,
+        loss_margin: float = 1.0,
+        loss_detach_after: float = 0.6,
+        loss_hidden_dim: int = 128,
+        vae_checkpoint: str | None = None,
+        vae_alpha: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if vae_checkpoint is not None and not loss_prediction:
+            raise ValueError(
+                "model.vae_checkpoint feeds VAE features to the loss-prediction head: set model.loss_prediction "
+                "true, or name the VAE in the heuristic's feature space instead"
+            )
+        if not 0.0 <= loss_detach_after <= 1.0:
+            raise ValueError(f"loss_detach_after is a share of the round's epochs in [0, 1], got {loss_detach_after}")
+        self.task = task
+        self.num_classes = num_classes
+        self.vae = None
+        if vae_checkpoint is not None:
+            from alvae_pl.models.vae import load_vae_encoder
+
+            # Frozen and in eval mode for good: it only provides features.
+            self.vae = load_vae_encoder(vae_checkpoint, num_channels, image_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            backbone_channels = 3 if weights is not None else num_channels
+            self.net = build_resnet18(num_classes, backbone_channels, weights, stem)
+            self.loss_head = (
+                LossPredictionHead(
+                    hidden_dim=loss_hidden_dim,
+                    extra_dim=self.vae.hparams.latent_dim if self.vae is not None else 0,
+                )
+                if loss_prediction
+                else None
+            )
+        # Grayscale images are repeated to 3 channels only for the ImageNet-pretrained first convolution.
+        self.repeat_channels = 3 if weights is not None and num_channels == 1 else 1
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if weights is not None else ((0.5,) * num_channels,) * 2
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        # A plain attribute, not a buffer: it must not travel into checkpoints or be overwritten by them.
+        self._initial_state = copy.deepcopy(self._trainable_state())
+        self._detach_loss_head = False
+        self.train_metrics = classification_metrics(task, num_classes).clone(prefix="train/")
+        self.val_metrics = classification_metrics(task, num_classes).clone(prefix="val/")
+        self.test_metrics = classification_metrics(task, num_classes).clone(prefix="test/")
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 ``[B, C, H, W]`` -> normalised float ``[B, C', H, W]`` on the images' device."""
+        x = images.float().div_(255)
+        if self.repeat_channels > 1:
+            x = x.expand(-1, self.repeat_channels, -1, -1)
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def forward_features(self, images: Tensor) -> BackboneOutputs:
+        """Logits ``[B, K]``, the 512-d embedding T_f(u) ``[B, 512]`` and the four block outputs."""
+        return resnet_forward(self.net, self.normalize(images))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits ``[B, K]`` of uint8 images ``[B, C, H, W]``."""
+        return self.forward_features(images).logits
+
+    def vae_features(self, images: Tensor) -> Tensor | None:
+        """``vae_alpha * V(u)`` ``[B, latent]``, or ``None`` without a VAE."""
+        if self.vae is None:
+            return None
+        with torch.no_grad():
+            return self.hparams.vae_alpha * self.vae.encode_mean(images)
+
+    def predict_loss(self, images: Tensor, outputs: BackboneOutputs | None = None) -> Tensor:
+        """The loss-prediction head's estimate of each image's loss, ``[B]``."""
+        if self.loss_head is None:
+            raise RuntimeError("this task model has no loss-prediction head: set model.loss_prediction true")
+        outputs = self.forward_features(images) if outputs is None else outputs
+        return self.loss_head(outputs.blocks, self.vae_features(images))
+
+    def per_sample_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """``[B]``: cross-entropy, or for multi-label the mean binary cross-entropy over findings."""
+        if self.task == "multilabel":
+            return F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none").mean(dim=1)
+        return F.cross_entropy(logits, targets, reduction="none")
+
+    # ------------------------------------------------------------------------------------------- training
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, targets = batch
+        outputs = self.forward_features(images)
+        losses = self.per_sample_loss(outputs.logits, targets)
+        loss = losses.mean()
+        if self.loss_head is not None:
+            blocks = tuple(b.detach() for b in outputs.blocks) if self._detach_loss_head else outputs.blocks
+            predicted = self.loss_head(blocks, self.vae_features(images))
+            margin_loss = pairwise_margin_loss(predicted, losses.detach(), self.hparams.loss_margin)
+            self.log("train/loss_prediction", margin_loss, on_step=False, on_epoch=True)
+            loss = loss + self.hparams.loss_prediction_weight * margin_loss
+        self.train_metrics.update(scores(outputs.logits.detach(), self.task), targets)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _evaluation_step(self, batch: tuple[Tensor, Tensor], metrics: nn.Module, stage: str) -> None:
+        images, targets = batch
+        logits = self(images)
+        metrics.update(scores(logits, self.task), targets)
+        self.log(f"{stage}/loss", self.per_sample_loss(logits, targets).mean(), on_epoch=True)
+        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluation_step(batch, self.test_metrics, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(
+            (p for p in self.parameters() if p.requires_grad),
+            lr=self.hparams.lr,
+            momentum=self.hparams.momentum,
+            weight_decay=self.hparams.weight_decay,
+        )
+
+    # -------------------------------------------------------------------------------------------- rounds
+    def _trainable_state(self) -> dict[str, Tensor]:
+        state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        if self.loss_head is not None:
+            state.update({f"loss_head.{k}": v for k, v in self.loss_head.state_dict().items()})
+        return state
+
+    def reset_to_initial_weights(self) -> None:
+        """Copy the round-0 weights back in place (the DDP wrapper keeps pointing at the same tensors)."""
+        with torch.no_grad():
+            current = self._trainable_state()
+            for name, value in self._initial_state.items():
+                current[name].copy_(value)
+
+    def set_round_progress(self, epoch_in_round: int, round_epochs: int) -> None:
+        """Told by the active-learning loop at each epoch start; stops the loss head's backbone gradient."""
+        self._detach_loss_head = epoch_in_round >= self.hparams.loss_detach_after * round_epochs

@@ -34,7 +34,7 @@ class AlvaeCLI(LightningCLI):
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
-                "checkpoint.save_top_k": 0,
+                "checkpoint.save_top_k": 1,  # without a monitor: the latest epoch; last.ckpt is only written beside it
                 "checkpoint.every_n_epochs": 1,
                 "checkpoint.save_on_train_epoch_end": True,
                 "trainer.logger": {

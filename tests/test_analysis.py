@@ -273,14 +273,14 @@ def clustered_features(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_embed_tsne_is_deterministic_and_keeps_clusters() -> None:
     features, clusters = clustered_features(0)
-    first = embed_tsne(features, seed=3)
-    second = embed_tsne(features, seed=3)
+    first = embed_tsne(features, seed=3, num_threads=1)
+    second = embed_tsne(features, seed=3, num_threads=1)
     assert first.shape == (150, 2) and np.all(np.isfinite(first))
     np.testing.assert_allclose(first, second)
     distances = np.linalg.norm(first[:, None] - first[None], axis=-1)
     np.fill_diagonal(distances, np.inf)
     assert np.mean(clusters[distances.argmin(axis=1)] == clusters) > 0.95
-    assert embed_tsne(features[:5], seed=0).shape == (5, 2)
+    assert embed_tsne(features[:5], seed=0, num_threads=1).shape == (5, 2)
     with pytest.raises(ValueError, match=r"\[N, D\]"):
         embed_tsne(features[0], seed=0)
 
@@ -290,7 +290,10 @@ def test_selection_panels_side_by_side(tmp_path: Path) -> None:
     roles = roles_from_indices(150, labeled=np.arange(0, 150, 5), selected=[1, 2, 3, 51, 101])
     assert (roles == "labeled").sum() == 30 and (roles == "selected").sum() == 5 and (roles == "unlabeled").sum() == 115
     with_vae = np.concatenate([features, np.random.default_rng(2).normal(size=(150, 4))], axis=1)
-    panels = [make_panel(features, roles, "core-set", seed=0), make_panel(with_vae, roles, "core-set + VAE", seed=0)]
+    panels = [
+        make_panel(features, roles, "core-set", seed=0, num_threads=1),
+        make_panel(with_vae, roles, "core-set + VAE", seed=0, num_threads=1),
+    ]
     path = tmp_path / "tsne.png"
     figure = plot_selection_panels(panels, path)
     assert_png(path)

@@ -59,9 +59,10 @@ class History:
         missing = [name for name in REQUIRED_COLUMNS if name not in self.columns]
         if missing:
             raise ValueError(f"history{where} lacks column(s) {missing}; a history needs at least {REQUIRED_COLUMNS}")
-        lengths = {name: np.asarray(values).shape for name, values in self.columns.items()}
-        if len({shape for shape in lengths.values()}) != 1 or len(next(iter(lengths.values()))) != 1:
-            raise ValueError(f"history{where} columns must be 1-d arrays of one length, got shapes {lengths}")
+        shapes = {name: np.asarray(values).shape for name, values in self.columns.items()}
+        distinct = set(shapes.values())
+        if len(distinct) != 1 or len(distinct.pop()) != 1:
+            raise ValueError(f"history{where} columns must be 1-d arrays of one length, got shapes {shapes}")
         labels = np.asarray(self.columns["labels"])
         if len(np.unique(labels)) != len(labels):
             raise ValueError(

@@ -7,12 +7,14 @@ VAE features concatenated), then the panels are drawn side by side.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
 from alvae_pl.analysis.curves import new_figure, save_png
 
@@ -28,10 +30,13 @@ _STYLE: dict[str, dict[str, object]] = {
 }
 
 
-def embed_tsne(features: np.ndarray, seed: int) -> np.ndarray:
+def embed_tsne(features: np.ndarray, seed: int, num_threads: int | None = None) -> np.ndarray:
     """Embed ``[N, D]`` features in 2-d with t-SNE (PCA initialisation, so the same seed gives the same map).
 
-    Perplexity is ``min(30, (N - 1) / 3)`` so that small sets stay valid. Returns float64 ``[N, 2]``.
+    Perplexity is ``min(30, (N - 1) / 3)`` so that small sets stay valid. ``num_threads`` caps the OpenMP
+    threads of the gradient step (None: the library default). The result does not depend on it, but on a
+    busy machine with few cores, 1 thread avoids OpenMP spin-waiting that can make t-SNE ten times slower.
+    Returns float64 ``[N, 2]``.
     """
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
@@ -41,8 +46,13 @@ def embed_tsne(features: np.ndarray, seed: int) -> np.ndarray:
         raise ValueError(f"t-SNE needs at least 2 points with at least 2 features each, got shape {features.shape}")
     if not np.all(np.isfinite(features)):
         raise ValueError("features contain NaN or infinity; check the model that produced them")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1 (or None for the default), got {num_threads}")
     tsne = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, (num_points - 1) / 3.0))
-    return np.asarray(tsne.fit_transform(features), dtype=np.float64)
+    limit = nullcontext() if num_threads is None else threadpool_limits(limits=num_threads, user_api="openmp")
+    with limit:
+        coordinates = tsne.fit_transform(features)
+    return np.asarray(coordinates, dtype=np.float64)
 
 
 def roles_from_indices(
@@ -90,12 +100,12 @@ class Panel:
         object.__setattr__(self, "roles", roles)
 
 
-def make_panel(features: np.ndarray, roles: np.ndarray, title: str, seed: int) -> Panel:
+def make_panel(features: np.ndarray, roles: np.ndarray, title: str, seed: int, num_threads: int | None = None) -> Panel:
     """Embed ``[N, D]`` features with :func:`embed_tsne` and pair them with their ``[N]`` roles."""
     roles = np.asarray(roles).astype(str)
     if roles.shape != (len(features),):
         raise ValueError(f"roles must be [N] = [{len(features)}], got shape {roles.shape}")
-    return Panel(title=title, coordinates=embed_tsne(features, seed), roles=roles)
+    return Panel(title=title, coordinates=embed_tsne(features, seed, num_threads), roles=roles)
 
 
 def plot_selection_panels(

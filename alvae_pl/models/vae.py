@@ -320,7 +320,7 @@ def load_vae_encoder(path: str, num_channels: int, image_size: int, device: torc
             f"{num_channels}-channel {image_size}x{image_size} images; train a VAE on this data set"
         )
     try:
-        model = VAE.load_from_checkpoint(path, map_location=device)
+        model = VAE.load_from_checkpoint(path, map_location=device, weights_only=True)
     except RuntimeError as error:  # state_dict keys or shapes that do not match the hyper-parameters
         raise ValueError(f"{not_vae} ({str(error).splitlines()[0]})") from error
     model.eval()

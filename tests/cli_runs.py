@@ -1,0 +1,49 @@
+"""Running ``train.py`` as a user does, in a subprocess, and reading what it leaves behind."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+# Small enough for a 2-core CI machine, big enough to learn: 3 rounds of 60 -> 120 -> 180 labels.
+QUICK = [
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--data.initial_labels=60",
+    "--data.batch_size=30",
+    "--active.budget=60",
+    "--active.max_labels=180",
+    "--active.epochs_first=2",
+    "--active.epochs_increment=1",
+]
+
+
+def train(config: str, folder: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python train.py fit --config configs/<config>`` with logs under ``folder``; returns the process."""
+    command = [
+        sys.executable,
+        str(REPOSITORY / "train.py"),
+        "fit",
+        "--config",
+        str(REPOSITORY / "configs" / config),
+        f"--trainer.logger.init_args.save_dir={folder}",
+        *QUICK,
+        *extra,
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPOSITORY), str(REPOSITORY / "tests")]))
+    return subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def without_timings(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if not k.endswith("_seconds")} for row in rows]

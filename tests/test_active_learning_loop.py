@@ -1,0 +1,93 @@
+"""Algorithm 1 inside one fit: the round schedule, the records, exact resume after SIGKILL, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from alvae_pl.acquisition.entropy import Entropy, prediction_entropy
+from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
+from cli_runs import read_csv, train, without_timings
+
+
+def test_schedule_follows_the_paper_and_ends_with_what_is_left() -> None:
+    loop = ActiveLearningLoop(budget=3000)
+    assert loop.label_schedule(25000, 3000) == [3000, 6000, 9000, 12000, 15000, 18000, 21000, 24000, 25000]
+    assert [loop.round_epochs(r) for r in range(3)] == [10, 15, 20]
+    assert ActiveLearningLoop(budget=3000, max_labels=12000).label_schedule(30000, 3000) == [3000, 6000, 9000, 12000]
+
+
+@pytest.mark.parametrize(
+    ("budget", "max_labels", "message"),
+    [(3000, 40000, "max_labels=40000 exceeds"), (3000, 1000, "below data.initial_labels"), (30000, None, "budget")],
+)
+def test_impossible_schedules_say_what_to_change(budget: int, max_labels: int | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ActiveLearningLoop(budget=budget, max_labels=max_labels).label_schedule(25000, 3000)
+
+
+def test_entropy_picks_the_most_uncertain_and_sums_findings_for_multilabel() -> None:
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    entropy = prediction_entropy(logits, multilabel=False)
+    assert entropy[1].item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
+    picks = Entropy().select({"entropy": entropy, "index": torch.arange(3)}, {}, 2, torch.Generator())
+    assert picks.positions.tolist() == [1, 2]
+    multilabel = prediction_entropy(torch.tensor([[0.0, 0.0], [0.0, 100.0]]), multilabel=True)
+    assert multilabel.tolist() == pytest.approx([2 * 0.693147, 0.693147], rel=1e-5)
+
+
+def test_digits_run_learns_and_records_every_round(tmp_path: Path) -> None:
+    result = train("digits_random.yaml", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "digits_random" / "seed_0"
+    history = read_csv(run / "history.csv")
+    assert [int(r["labels"]) for r in history] == [60, 120, 180]
+    assert [int(r["epochs"]) for r in history] == [2, 3, 4]
+    assert history[-1]["acquisition_seconds"] == "" and float(history[0]["acquisition_seconds"]) >= 0
+    # Ten balanced classes: chance is 0.1; a working model is far above it.
+    assert float(history[-1]["test_accuracy"]) > 0.4, history[-1]
+    assert float(history[-1]["test_auroc"]) > 0.8
+    labeled = read_csv(run / "labeled.csv")
+    assert len(labeled) == 180 and len({r["pool_index"] for r in labeled}) == 180
+    assert [sum(r["round"] == str(k) for r in labeled) for k in range(3)] == [60, 60, 60]
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    events = EventAccumulator(str(run)).Reload()
+    assert [e.step for e in events.Scalars("al/test_accuracy")] == [60, 120, 180]
+    assert events.Scalars("al/test_accuracy")[-1].value == pytest.approx(float(history[-1]["test_accuracy"]), 1e-4)
+
+
+def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path) -> None:
+    reference = train("digits_entropy.yaml", tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    # Killed mid-epoch in round one, then at the end of round two after its acquisition was written but before
+    # the checkpoint was: the resumed run must neither lose nor repeat a label.
+    for kill in ("{at_step: 5}", "{at_checkpoint_of_epoch: 4}"):
+        switch = folder / "kill.yaml"
+        switch.write_text(f"trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {kill}\n")
+        killed = train("digits_entropy.yaml", folder, "--config", str(switch), "--ckpt_path=last")
+        assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = train("digits_entropy.yaml", folder, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, actual = tmp_path / "reference" / "digits_entropy" / "seed_0", folder / "digits_entropy" / "seed_0"
+    assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
+    assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--active.budget=5000", "active.budget=5000 exceeds"),
+        ("--data.initial_labels=0", "initial_labels=0"),
+        ("--data.source.init_args.image_size=0", "image_size=0"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, override: str, message: str) -> None:
+    result = train("digits_random.yaml", tmp_path, override)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "digits_random" / "seed_0" / "history.csv").exists()

@@ -1,0 +1,62 @@
+"""The label pool: what is labeled, in which order, and what survives a checkpoint."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from alvae_pl.data.label_pool import LabelPool
+
+
+def test_pool_is_a_seeded_subset_with_seeded_initial_labels() -> None:
+    pool = LabelPool(train_size=1000, pool_size=300, initial_labels=30, pool_seed=7)
+    again = LabelPool(train_size=1000, pool_size=300, initial_labels=30, pool_seed=7)
+    other = LabelPool(train_size=1000, pool_size=300, initial_labels=30, pool_seed=8)
+    assert len(pool) == 300 and pool.num_labeled == 30 and pool.num_unlabeled == 270
+    assert len(pool.dataset_indices.unique()) == 300 and pool.dataset_indices.max() < 1000
+    assert torch.equal(pool.dataset_indices, again.dataset_indices) and torch.equal(pool.labeled, again.labeled)
+    assert not torch.equal(pool.labeled, other.labeled)
+    assert set(pool.labeled.tolist()).isdisjoint(pool.unlabeled.tolist())
+
+
+def test_labeled_set_only_grows_by_what_is_labeled_and_never_twice() -> None:
+    pool = LabelPool(train_size=100, pool_size=None, initial_labels=10, pool_seed=0)
+    before = pool.labeled.clone()
+    picks = pool.unlabeled[:5]
+    pool.label(picks, round_index=1)
+    assert torch.equal(pool.labeled[:10], before) and torch.equal(pool.labeled[10:], picks)
+    assert pool.labeled_rounds.tolist() == [0] * 10 + [1] * 5
+    with pytest.raises(ValueError, match="already labeled"):
+        pool.label(picks[:1], round_index=2)
+    with pytest.raises(ValueError, match="twice"):
+        pool.label(torch.tensor([pool.unlabeled[0], pool.unlabeled[0]]), round_index=2)
+    with pytest.raises(ValueError, match="must lie in"):
+        pool.label(torch.tensor([100]), round_index=2)
+    assert pool.num_labeled == 15
+
+
+@pytest.mark.parametrize(
+    ("pool_size", "initial", "message"), [(2000, 10, "pool_size=2000"), (100, 0, "initial_labels=0"), (50, 51, "initial")]
+)
+def test_impossible_sizes_say_what_to_set(pool_size: int, initial: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LabelPool(train_size=1000, pool_size=pool_size, initial_labels=initial, pool_seed=0)
+
+
+def test_state_round_trips_through_a_weights_only_checkpoint() -> None:
+    pool = LabelPool(train_size=500, pool_size=200, initial_labels=20, pool_seed=3)
+    pool.label(pool.unlabeled[[5, 1, 9]], round_index=1)
+    buffer = io.BytesIO()
+    torch.save(pool.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    restored = LabelPool(train_size=500, pool_size=200, initial_labels=20, pool_seed=3)
+    restored.load_state_dict(state)
+    assert torch.equal(restored.labeled, pool.labeled)
+    assert torch.equal(restored.labeled_rounds, pool.labeled_rounds)
+    assert torch.equal(restored.unlabeled, pool.unlabeled)
+    mismatched = LabelPool(train_size=500, pool_size=200, initial_labels=20, pool_seed=4)
+    with pytest.raises(ValueError, match="pool_seed"):
+        mismatched.load_state_dict(state)

@@ -1,0 +1,125 @@
+"""The ResNet-18 task model: its metrics, its weights, and what it hands to the heuristics."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from medmnist.evaluator import getACC, getAUC
+from torchvision.models import resnet18
+
+from alvae_pl.models.backbone import imagenet_weights_path
+from alvae_pl.models.metrics import compute_metrics
+from alvae_pl.models.task_model import TaskModel
+
+
+def test_multilabel_metrics_equal_medmnist_evaluator() -> None:
+    generator = torch.Generator().manual_seed(0)
+    targets = (torch.rand(200, 14, generator=generator) < 0.2).long()
+    logits = torch.randn(200, 14, generator=generator) + 1.5 * targets  # informative, not perfect
+    ours = compute_metrics(logits, targets, "multilabel", 14)
+    probabilities = logits.sigmoid().numpy()
+    assert ours["accuracy"] == pytest.approx(getACC(targets.numpy(), probabilities, "multi-label, binary-class"))
+    assert ours["auroc"] == pytest.approx(getAUC(targets.numpy(), probabilities, "multi-label, binary-class"), abs=1e-6)
+
+
+def test_multiclass_metrics_equal_medmnist_evaluator() -> None:
+    generator = torch.Generator().manual_seed(1)
+    targets = torch.randint(0, 9, (300,), generator=generator)
+    logits = torch.randn(300, 9, generator=generator)
+    logits[torch.arange(300), targets] += 1.0
+    ours = compute_metrics(logits, targets, "multiclass", 9)
+    probabilities = logits.softmax(1).numpy()
+    assert ours["accuracy"] == pytest.approx(getACC(targets.numpy(), probabilities, "multi-class"))
+    assert ours["auroc"] == pytest.approx(getAUC(targets.numpy(), probabilities, "multi-class"), abs=1e-6)
+
+
+@pytest.mark.parametrize(("channels", "size", "stem", "spatial"), [(1, 28, "imagenet", 7), (3, 64, "small", 64)])
+def test_features_have_the_documented_shapes(channels: int, size: int, stem: str, spatial: int) -> None:
+    model = TaskModel(num_classes=5, num_channels=channels, image_size=size, stem=stem).eval()
+    images = torch.randint(0, 256, (2, channels, size, size), dtype=torch.uint8)
+    outputs = model.forward_features(images)
+    assert outputs.logits.shape == (2, 5) and outputs.embedding.shape == (2, 512)
+    assert [tuple(b.shape[1:3]) for b in outputs.blocks] == [
+        (64, spatial),
+        (128, -(-spatial // 2)),
+        (256, -(-spatial // 4)),
+        (512, -(-spatial // 8)),
+    ]
+
+
+def test_round_zero_weights_come_back_and_depend_only_on_the_seed() -> None:
+    model = TaskModel(num_classes=3, num_channels=1, init_seed=5)
+    twin = TaskModel(num_classes=3, num_channels=1, init_seed=5)
+    other = TaskModel(num_classes=3, num_channels=1, init_seed=6)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    assert all(torch.equal(first[k], v) for k, v in twin.state_dict().items())
+    assert not torch.equal(first["net.fc.weight"], other.state_dict()["net.fc.weight"])
+    optimizer = model.configure_optimizers()
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    model.training_step((images, torch.randint(0, 3, (8,))), 0).backward()
+    optimizer.step()
+    assert not torch.equal(first["net.fc.weight"], model.state_dict()["net.fc.weight"])
+    assert not torch.equal(first["net.bn1.running_mean"], model.state_dict()["net.bn1.running_mean"])
+    model.reset_to_initial_weights()
+    assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
+
+
+def test_imagenet_weights_offline_say_where_to_put_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    expected = imagenet_weights_path()
+    assert expected == os.path.join(str(tmp_path), "hub", "checkpoints", "resnet18-f37072fd.pth")
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(FileNotFoundError, match="resnet18-f37072fd.pth") as error:
+        TaskModel(num_classes=14, num_channels=1, weights="IMAGENET1K_V1")
+    assert "--model.weights null" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_imagenet_weights_load_from_the_cache_and_grayscale_is_repeated(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    reference = resnet18()
+    os.makedirs(os.path.dirname(imagenet_weights_path()))
+    torch.save(reference.state_dict(), imagenet_weights_path())
+    model = TaskModel(num_classes=14, num_channels=1, weights="IMAGENET1K_V1", task="multilabel").eval()
+    assert torch.equal(model.net.conv1.weight, reference.conv1.weight)
+    assert torch.equal(model.net.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert model.net.fc.out_features == 14
+    gray = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    normalized = model.normalize(gray)
+    assert normalized.shape == (2, 3, 28, 28)
+    # The same gray image, normalised with each ImageNet channel's statistics.
+    assert torch.allclose(normalized[:, 0] * 0.229 + 0.485, normalized[:, 1] * 0.224 + 0.456, atol=1e-6)
+
+
+def test_multilabel_loss_is_mean_binary_cross_entropy_over_findings() -> None:
+    model = TaskModel(num_classes=2, num_channels=1, task="multilabel")
+    logits = torch.tensor([[0.0, 2.0]])
+    targets = torch.tensor([[1, 0]])
+    expected = (torch.log(torch.tensor(2.0)) + torch.log1p(torch.exp(torch.tensor(2.0)))) / 2
+    assert model.per_sample_loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_loss_prediction_head_trains_the_backbone_only_early_in_a_round() -> None:
+    model = TaskModel(num_classes=3, num_channels=1, loss_prediction=True, loss_detach_after=0.5)
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    targets = torch.randint(0, 3, (8,))
+
+    def backbone_gradient(epoch_in_round: int | None) -> torch.Tensor:
+        model.zero_grad()
+        if epoch_in_round is None:  # the task loss alone
+            model.per_sample_loss(model(images), targets).mean().backward()
+        else:
+            model.set_round_progress(epoch_in_round, round_epochs=10)
+            model.training_step((images, targets), 0).backward()
+        return model.net.layer1[0].conv1.weight.grad.clone()
+
+    task_only = backbone_gradient(None)
+    assert not torch.allclose(backbone_gradient(4), task_only)
+    assert torch.allclose(backbone_gradient(5), task_only)
+    assert model.predict_loss(images).shape == (8,)

@@ -19,7 +19,8 @@ is extrapolated to the budget (core-set: linearly; MedAL: in proportion to the l
 which grows from ``m`` to ``m + budget``). Such totals are marked "extrapolated". Each reference's picks are
 checked against the first picks of ours on the same data ("agree" column).
 
-Features: a Gaussian mixture (20 clusters, ReLU), float32, seeded; labeled points come from the same mixture.
+Features (``--data``): ``clustered``, the ReLU of a 20-cluster Gaussian mixture (like a trained classifier's
+embeddings), or ``isotropic``, standard normal; float32, seeded; labeled points come from the same distribution.
 """
 
 from __future__ import annotations
@@ -47,15 +48,22 @@ from alvae_pl.acquisition.coreset import k_center_greedy  # noqa: E402
 from alvae_pl.acquisition.medal import greedy_mean_distance  # noqa: E402
 
 
-def make_features(n: int, m: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pool ``[n, dim]`` and labeled ``[m, dim]`` float32 features, filled in chunks (no big temporaries)."""
+def make_features(n: int, m: int, dim: int, data: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pool ``[n, dim]`` and labeled ``[m, dim]`` float32 features, filled in chunks (no big temporaries).
+
+    ``clustered``: ReLU of a 20-component Gaussian mixture, like a trained classifier's embeddings;
+    ``isotropic``: standard normal, no structure at all.
+    """
     generator = torch.Generator().manual_seed(seed)
     clusters = torch.randn(20, dim, generator=generator) * 2
     points = torch.empty(n + m, dim)
     for start in range(0, n + m, 8192):
         rows = points[start : start + 8192]
-        labels = torch.randint(len(clusters), (len(rows),), generator=generator)
-        rows.copy_((clusters[labels] + torch.randn(len(rows), dim, generator=generator)).relu_())
+        if data == "isotropic":
+            torch.randn(rows.shape, generator=generator, out=rows)
+        else:
+            labels = torch.randint(len(clusters), (len(rows),), generator=generator)
+            rows.copy_((clusters[labels] + torch.randn(len(rows), dim, generator=generator)).relu_())
     return points[:n], points[n:]
 
 
@@ -109,7 +117,7 @@ def reference_medal(pool: np.ndarray, labeled: np.ndarray, budget: int, max_pick
 
 def run_case(args: argparse.Namespace) -> None:
     """Worker: one implementation on one pool, printing a JSON line."""
-    pool, labeled = make_features(args.size, args.labeled, args.dim)
+    pool, labeled = make_features(args.size, args.labeled, args.dim, args.data)
     rss_before = current_rss_mib()
     if args.impl == "ours":
         result = ours(args.method, pool, labeled, args.budget)
@@ -124,7 +132,7 @@ def spawn(method: str, impl: str, size: int, args: argparse.Namespace) -> dict:
     command = [
         sys.executable, __file__, "--worker", method, impl, "--size", str(size), "--dim", str(args.dim),
         "--budget", str(args.budget), "--labeled", str(args.labeled), "--ref-picks", str(args.ref_picks),
-        "--ref-seconds", str(args.ref_seconds),
+        "--ref-seconds", str(args.ref_seconds), "--data", args.data,
     ]  # fmt: skip
     env = dict(os.environ)
     if args.threads:
@@ -146,6 +154,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--ref-picks", type=int, default=50, help="most picks a reference makes before extrapolating")
     parser.add_argument("--ref-seconds", type=float, default=30.0, help="most seconds a reference spends picking")
+    parser.add_argument("--data", choices=("clustered", "isotropic"), default="clustered", help="feature distribution")
     parser.add_argument("--threads", type=int, default=0, help="threads for torch and BLAS (default: all cores)")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "IMPL"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -157,8 +166,7 @@ def main() -> None:
 
     print(
         f"torch {torch.__version__}, {args.threads or os.cpu_count()} threads, {platform.machine()}, "
-        f"{os.cpu_count()} cores; "
-        f"dim {args.dim}, budget {args.budget}, labeled {args.labeled}\n"
+        f"{os.cpu_count()} cores; {args.data} features, dim {args.dim}, budget {args.budget}, labeled {args.labeled}\n"
     )
     columns = ["method", "pool size", "ours s", "reference s", "speedup", "our peak MiB", "reference peak MiB"]
     columns += ["features MiB", "agree"]

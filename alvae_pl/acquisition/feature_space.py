@@ -97,30 +97,38 @@ class FeatureSpace:
                 )
             if labeled and key not in labeled:
                 raise ValueError(f"labeled outputs lack {key!r} (have {sorted(labeled)}); pass an empty dict or embed")
-        n = len(candidates[TASK_KEY])
-        device = candidates[TASK_KEY].device
-        candidate_blocks, labeled_blocks = [], []
+        task = candidates[TASK_KEY]
+        blocks = []  # (candidate block [n, d], labeled block [m, d], weight)
         for key, weight in weights.items():
-            cand = candidates[key].to(torch.float32).flatten(1)
-            lab = labeled[key].to(device, torch.float32).flatten(1) if labeled else cand.new_zeros(0, cand.shape[1])
-            if len(cand) != n:
-                raise ValueError(f"candidate outputs disagree on the number of rows: {key!r} has {len(cand)}, not {n}")
+            cand = candidates[key].flatten(1)
+            lab = labeled[key].to(task.device).flatten(1) if labeled else cand.new_zeros(0, cand.shape[1])
             if lab.shape[1] != cand.shape[1]:
                 raise ValueError(f"{key!r} features are {cand.shape[1]}-d for candidates but {lab.shape[1]}-d labeled")
-            if self.normalize:
-                weight = weight / _mean_norm(cand, lab)
-            candidate_blocks.append(cand * weight)
-            labeled_blocks.append(lab * weight)
-        labeled_rows = {len(block) for block in labeled_blocks}
-        if len(labeled_rows) != 1:
-            raise ValueError(f"labeled outputs disagree on the number of rows: {sorted(labeled_rows)}")
-        return torch.cat(candidate_blocks, dim=1), torch.cat(labeled_blocks, dim=1)
+            blocks.append((cand, lab, weight / _mean_norm(cand, lab) if self.normalize else weight))
+        for name, rows in (
+            ("candidate", {len(cand) for cand, _, _ in blocks}),
+            ("labeled", {len(lab) for _, lab, _ in blocks}),
+        ):
+            if len(rows) != 1:
+                raise ValueError(f"{name} outputs disagree on the number of rows: {sorted(rows)}")
+        # Written into one preallocated tensor each: concatenating scaled copies would hold the features twice.
+        dims = [cand.shape[1] for cand, _, _ in blocks]
+        points = torch.empty(len(task), sum(dims), device=task.device)
+        labeled_points = torch.empty(len(blocks[0][1]), sum(dims), device=task.device)
+        start = 0
+        for (cand, lab, weight), dim in zip(blocks, dims, strict=True):
+            points[:, start : start + dim] = cand
+            labeled_points[:, start : start + dim] = lab
+            points[:, start : start + dim] *= weight
+            labeled_points[:, start : start + dim] *= weight
+            start += dim
+        return points, labeled_points
 
 
 def _mean_norm(*blocks: Tensor) -> float:
     """Mean L2 norm of the rows of all ``blocks`` together; 1 when there are no rows or all rows are zero."""
-    norms = torch.cat([torch.linalg.vector_norm(block, dim=1, dtype=torch.float64) for block in blocks])
-    mean = norms.mean().item() if len(norms) else 0.0
+    norms = torch.cat([torch.linalg.vector_norm(block.float(), dim=1) for block in blocks])
+    mean = norms.double().mean().item() if len(norms) else 0.0
     # An all-zero block has nothing to rescale; dividing by 0 would turn it into NaNs.
     return mean if mean > 0 else 1.0
 
@@ -152,11 +160,11 @@ def prepare_points(candidates: Tensor, labeled: Tensor, budget: int) -> tuple[Te
     n, m = len(candidates), len(labeled)
     if not 1 <= budget <= n:
         raise ValueError(f"budget must be between 1 and the number of candidates ({n}), got {budget}")
-    labeled = labeled.to(candidates.device)
-    total = candidates.sum(0, dtype=torch.float64) + labeled.sum(0, dtype=torch.float64)
-    origin = (total / (n + m)).to(torch.float32)
-    x = candidates.to(torch.float32) - origin
-    y = labeled.to(torch.float32).reshape(m, candidates.shape[1]) - origin
+    x = candidates.to(torch.float32)
+    y = labeled.to(x.device, torch.float32).reshape(m, x.shape[1])
+    # Any origin near the data will do; a float32 sum avoids the float64 copy that sum(dtype=float64) would make.
+    origin = (x.sum(0) + y.sum(0)) / (n + m)
+    x, y = x - origin, y - origin
     x_sq, y_sq = _squared_norms(x), _squared_norms(y)
     # A NaN or inf anywhere in a row makes its squared norm non-finite: one [n] check instead of an [n, D] one.
     if not (torch.isfinite(x_sq).all() and torch.isfinite(y_sq).all()):
@@ -175,7 +183,7 @@ def _squared_norms(points: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tens
 
 def squared_distance_blocks(
     x: Tensor, x_sq: Tensor, y: Tensor, y_sq: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> Iterator[tuple[int, int, Tensor]]:
+) -> Iterator[tuple[slice, slice, Tensor]]:
     """All squared distances between rows of ``x`` and ``y``, one block at a time, never the whole matrix.
 
     Args:
@@ -184,27 +192,27 @@ def squared_distance_blocks(
         chunk_size: rows of ``x`` and of ``y`` per block.
 
     Yields:
-        ``(start, stop, block)``: ``block`` float ``[stop - start, <= chunk_size]`` holds the squared distances of
-        ``x[start:stop]`` to one chunk of ``y``, clamped at 0; blocks of one ``x`` chunk come in ``y`` order.
+        ``(x_rows, y_rows, block)``: slices and the float ``[<= chunk_size, <= chunk_size]`` squared distances of
+        ``x[x_rows]`` to ``y[y_rows]``, clamped at 0.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     for start in range(0, len(x), chunk_size):
-        stop = min(start + chunk_size, len(x))
+        x_rows = slice(start, min(start + chunk_size, len(x)))
         for y_start in range(0, len(y), chunk_size):
-            y_stop = min(y_start + chunk_size, len(y))
-            block = torch.addmm(x_sq[start:stop, None], x[start:stop], y[y_start:y_stop].T, alpha=-2)
-            yield start, stop, block.add_(y_sq[None, y_start:y_stop]).clamp_min_(0)
+            y_rows = slice(y_start, min(y_start + chunk_size, len(y)))
+            block = torch.addmm(x_sq[x_rows, None], x[x_rows], y[y_rows].T, alpha=-2)
+            yield x_rows, y_rows, block.add_(y_sq[None, y_rows]).clamp_min_(0)
 
 
-def squared_distances_to(x: Tensor, x_sq: Tensor, index: Tensor) -> Tensor:
-    """Squared distances ``[n]`` from every row of ``x`` ``[n, D]`` to the row ``x[index]``, clamped at 0.
+def squared_distances_to(points: Tensor, points_sq: Tensor, point: Tensor, point_sq: Tensor) -> Tensor:
+    """Squared distances ``[N]`` from every row of ``points`` ``[N, D]`` to ``point`` ``[D]``, clamped at 0.
 
-    ``index`` is a 0-d int64 tensor so that a loop of picks on a GPU never waits for the host. Cost: one pass
-    over ``x`` (a matrix-vector product), no ``[n, D]`` temporary.
+    ``points_sq`` ``[N]`` and ``point_sq`` (0-d) are the squared norms. ``point`` and ``point_sq`` may be views of
+    a row picked with a tensor index, so that a loop of picks on a GPU never waits for the host. Cost: one pass
+    over ``points`` (a matrix-vector product), no ``[N, D]`` temporary.
     """
-    center = x.index_select(0, index.view(1)).squeeze(0)
-    return torch.mv(x, center).mul_(-2).add_(x_sq).add_(x_sq.index_select(0, index.view(1))).clamp_min_(0)
+    return torch.mv(points, point).mul_(-2).add_(points_sq).add_(point_sq).clamp_min_(0)
 
 
 def seeded_first_pick(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:

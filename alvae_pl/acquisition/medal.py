@@ -52,8 +52,8 @@ def greedy_mean_distance(
     x, y, x_sq, y_sq = prepare_points(candidates, labeled, budget)
     n, m = len(x), len(y)
     sums = torch.zeros(n, dtype=torch.float64, device=x.device)
-    for start, stop, block in squared_distance_blocks(x, x_sq, y, y_sq, chunk_size):
-        sums[start:stop] += block.sqrt_().sum(dim=1, dtype=torch.float64)
+    for x_rows, _, block in squared_distance_blocks(x, x_sq, y, y_sq, chunk_size):
+        sums[x_rows] += block.sqrt_().sum(dim=1, dtype=torch.float64)
 
     positions = torch.empty(budget, dtype=torch.int64, device=x.device)
     scores = torch.empty(budget, dtype=torch.float64, device=x.device)
@@ -65,7 +65,8 @@ def greedy_mean_distance(
             pick = torch.argmax(sums)
             scores[i] = sums.index_select(0, pick.view(1)).squeeze(0) / (m + i)
         positions[i] = pick
-        sums.add_(squared_distances_to(x, x_sq, pick).sqrt_())
+        center, center_sq = x.index_select(0, pick.view(1)).squeeze(0), x_sq.index_select(0, pick.view(1)).squeeze(0)
+        sums.add_(squared_distances_to(x, x_sq, center, center_sq).sqrt_())
         # -inf stays -inf under the additions that follow, so a pick is never chosen again.
         sums.index_fill_(0, pick.view(1), float("-inf"))
     return Selection(positions.cpu(), scores.to(torch.float32).cpu())

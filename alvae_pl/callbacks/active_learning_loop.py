@@ -136,6 +136,8 @@ class ActiveLearningLoop(Callback):
             rank_zero_info("data.train_on=pool: training on the whole pool, no active learning")
             return
         self._active = True
+        # ``trainer.log_dir`` is a collective under DDP: read it here, on every rank, not later on rank zero.
+        self._run_folder = Path(trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir)
         schedule = self.label_schedule(len(datamodule.pool), datamodule.initial_labels)
         max_epochs = sum(self.round_epochs(r) for r in range(len(schedule)))
         rank_zero_info(
@@ -274,12 +276,9 @@ class ActiveLearningLoop(Callback):
                 logger.experiment.flush()
         self.write_records(trainer)
 
-    def run_folder(self, trainer: L.Trainer) -> Path:
-        return Path(trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir)
-
     def write_records(self, trainer: L.Trainer) -> None:
         """Rewrite ``history.csv`` and ``labeled.csv`` whole from the current state."""
-        folder = self.run_folder(trainer)
+        folder = self._run_folder
         write_csv_atomically(folder / "history.csv", HISTORY_COLUMNS, self.history)
         pool = trainer.datamodule.pool
         initial = pool.num_labeled - len(self.scores)

@@ -1,0 +1,30 @@
+"""DDP on the CPU (gloo, 2 processes): acquisition and evaluation equal one process's on equal weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cli_runs import read_csv, train
+
+pytestmark = [pytest.mark.ddp, pytest.mark.timeout(600)]
+
+DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+FROZEN = ["--model.class_path=frozen_task_model.FrozenTaskModel", "--active.max_labels=120"]
+
+
+@pytest.mark.parametrize("config", ["digits_entropy.yaml"])
+def test_ddp_selects_and_scores_exactly_what_one_process_does(tmp_path: Path, config: str) -> None:
+    single = train(config, tmp_path / "single", *FROZEN, "--trainer.devices=1")
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = train(config, tmp_path / "ddp", *FROZEN, *DDP, timeout=500)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    name = config.removesuffix(".yaml")
+    one, two = (tmp_path / kind / name / "seed_0" for kind in ("single", "ddp"))
+    assert read_csv(two / "labeled.csv") == read_csv(one / "labeled.csv")
+    history_one, history_two = read_csv(one / "history.csv"), read_csv(two / "history.csv")
+    assert [r["labels"] for r in history_two] == ["60", "120"]
+    for row_one, row_two in zip(history_one, history_two):
+        for key in ("val_accuracy", "val_auroc", "test_accuracy", "test_auroc"):
+            assert float(row_two[key]) == pytest.approx(float(row_one[key]), abs=1e-5), key

@@ -63,7 +63,7 @@ def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
             args=args,
             run=run,
         )
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:  # missing or unreadable files, failed downloads, bad settings
         if os.environ.get("ALVAE_DEBUG"):
             raise
         print(f"error: {error}", file=sys.stderr)

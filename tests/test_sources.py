@@ -133,7 +133,7 @@ def test_medmnist_failed_download_is_one_line_and_leaves_no_partial_file(
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr("torchvision.datasets.utils.download_url", offline)
-    with pytest.raises(RuntimeError, match="download the file by hand") as error:
+    with pytest.raises(OSError, match="download the file by hand") as error:
         MedMNISTSource("bloodmnist", root=str(tmp_path), download=True).load()
 
     assert INFO["bloodmnist"]["url"] in _assert_one_line(error)

@@ -47,6 +47,9 @@ class Heuristic(ABC):
     def setup(self, data: ImageData, device: torch.device) -> None:  # noqa: B027 - optional hook
         """Called once before the first acquisition: load auxiliary models, check they fit the data."""
 
+    def check_model(self, model: TaskModel) -> None:  # noqa: B027 - optional hook
+        """Called before training: raise a one-line ``ValueError`` if ``model`` lacks what ``embed`` needs."""
+
     def candidates(self, unlabeled: Tensor, generator: torch.Generator) -> Tensor:
         """Pool indices (int64 ``[n]``) to embed and choose from; a subset of ``unlabeled``."""
         return unlabeled

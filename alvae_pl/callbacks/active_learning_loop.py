@@ -138,6 +138,7 @@ class ActiveLearningLoop(Callback):
         self._active = True
         # ``trainer.log_dir`` is a collective under DDP: read it here, on every rank, not later on rank zero.
         self._run_folder = Path(trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir)
+        self.heuristic.check_model(pl_module)
         schedule = self.label_schedule(len(datamodule.pool), datamodule.initial_labels)
         max_epochs = sum(self.round_epochs(r) for r in range(len(schedule)))
         rank_zero_info(

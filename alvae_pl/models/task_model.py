@@ -100,7 +100,7 @@ class TaskModel(L.LightningModule):
             self.loss_head = (
                 LossPredictionHead(
                     hidden_dim=loss_hidden_dim,
-                    extra_dim=self.vae.hparams.latent_dim if self.vae is not None else 0,
+                    extra_dim=self.vae.latent_dim if self.vae is not None else 0,
                 )
                 if loss_prediction
                 else None
@@ -116,6 +116,13 @@ class TaskModel(L.LightningModule):
         self.train_metrics = classification_metrics(task, num_classes).clone(prefix="train/")
         self.val_metrics = classification_metrics(task, num_classes).clone(prefix="val/")
         self.test_metrics = classification_metrics(task, num_classes).clone(prefix="test/")
+
+    def train(self, mode: bool = True) -> TaskModel:
+        """Switch modes, except for the VAE encoder: its batch norm must keep its trained statistics."""
+        super().train(mode)
+        if self.vae is not None:
+            self.vae.eval()
+        return self
 
     # ----------------------------------------------------------------------------------------------- forward
     def normalize(self, images: Tensor) -> Tensor:

@@ -98,7 +98,7 @@ class MedMNISTSource(ImageSource):
 
         Raises:
             FileNotFoundError: the file is missing and ``download`` is false.
-            RuntimeError: the download failed.
+            OSError: the download failed.
             ValueError: the file is unreadable or does not hold this flag at this size.
         """
         path = self.path
@@ -130,9 +130,9 @@ class MedMNISTSource(ImageSource):
         except (OSError, RuntimeError) as error:  # OSError: no connection; RuntimeError: MD5 mismatch
             # The file did not exist before this call, so whatever is there now is a partial or corrupt download.
             path.unlink(missing_ok=True)
-            raise RuntimeError(
+            raise OSError(
                 f"downloading {self.url} to {path} failed ({one_line_reason(error)}); check the internet "
                 f"connection, or download the file by hand (MD5 {self.md5}) and put it there"
             ) from None
         if not path.is_file():
-            raise RuntimeError(f"downloading {self.url} did not produce {path}; download it by hand and put it there")
+            raise OSError(f"downloading {self.url} did not produce {path}; download it by hand and put it there")

@@ -54,7 +54,7 @@ class MNISTSource(ImageSource):
 
         Raises:
             FileNotFoundError: the files are missing and ``download`` is false.
-            RuntimeError: the download failed.
+            OSError: the download failed.
             ValueError: a file is unreadable, or ``val_size`` leaves no training images.
         """
         train = self._read(train=True)
@@ -87,7 +87,7 @@ class MNISTSource(ImageSource):
                     f"MNIST not found: torchvision looks for {self.raw_folder}/{{{','.join(_RAW_FILES)}}}; pass "
                     f"--data.source.init_args.download true (needs internet) or put the files there"
                 ) from None
-            raise RuntimeError(
+            raise OSError(
                 f"downloading MNIST to {self.raw_folder} failed ({one_line_reason(error)}); check the internet "
                 f"connection, or put {', '.join(_RAW_FILES)} there"
             ) from None

@@ -1,0 +1,426 @@
+"""Training throughput (images per second) of alvae-pl's data path against a bare PyTorch loop and the PIL path.
+
+    python bench/bench_training.py [--images 4096] [--batch-size 128] [--epochs 3] [--image-size 28] [--device cpu]
+
+Data: a synthetic ChestMNIST-like ``.npz`` written to ``/tmp`` (uint8 grayscale ``N x S x S`` images, 14 0/1
+findings per image, stored ``uint8`` as MedMNIST stores them), read back through ``NpzSource``. Every training row
+fits the same ``TaskModel`` (ResNet-18, random init from ``init_seed=0``, multi-label BCE, SGD lr 1e-3 momentum 0.9)
+on the same images with the same batch size:
+
+- ``alvae-pl``: ``lightning.Trainer.fit`` on ``ActiveDataModule(train_on="pool")``, with what the project's
+  ``ActiveLearningLoop`` sets (``reload_dataloaders_every_n_epochs=1``) and the unmodified ``training_step``
+  (train metrics updated every step, losses and metrics logged per epoch); no logger, checkpoints, progress bar,
+  model summary or validation.
+- ``alvae-pl, step without metrics``: the same, with a ``training_step`` that only computes the loss: the gap to
+  the row above is what the train metrics and ``self.log`` cost, the gap to the bare loop is Lightning's loop.
+- ``bare loop``: ``torch.randperm`` + one uint8 gather per batch, ``TaskModel`` forward (normalisation on the
+  device), the same loss, ``zero_grad`` / ``backward`` / ``SGD.step``; no Lightning.
+- ``PIL per sample``: what medmnist's ``Dataset`` does: ``PIL.Image.fromarray`` per sample, then
+  ``Compose([ToTensor(), Normalize([0.5], [0.5])])``, a shuffling ``DataLoader`` with the default collate
+  (``num_workers`` 0 and 2); the float batches go straight into the ResNet (they are already normalised, with the
+  same mean and std the model would use), the rest of the loop is the bare loop.
+
+Each row trains one warm-up epoch and then ``--epochs`` measured epochs; throughput is images per epoch divided by
+the median measured epoch time (epoch start to next epoch start, so a Lightning epoch also pays its end-of-epoch
+metric computation and the next epoch's loader rebuild). The "data only" rows iterate each path's loader, with the
+batch moved to the device, and no model (``--loader-epochs`` epochs after one warm-up).
+``torch.set_num_threads(--threads)`` is set once, before any measurement, and holds for every row; DataLoader
+workers run one thread each (PyTorch's default inside workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(REPO_ROOT))
+
+from alvae_pl.data.datamodule import ActiveDataModule  # noqa: E402
+from alvae_pl.data.sources import NpzSource  # noqa: E402
+from alvae_pl.models.backbone import resnet_forward  # noqa: E402
+from alvae_pl.models.metrics import scores  # noqa: E402
+from alvae_pl.models.task_model import TaskModel  # noqa: E402
+
+NUM_FINDINGS = 14  # ChestMNIST's findings per image
+EVAL_IMAGES = 256  # val/test split size; never used for training, only required by the file layout
+
+
+# ------------------------------------------------------------------------------------------------------- data
+def write_chestmnist_like(path: Path, images: int, image_size: int, seed: int = 0) -> None:
+    """Writes a MedMNIST-layout ``.npz``: uint8 ``N x S x S`` images and uint8 ``(N, 14)`` 0/1 findings.
+
+    Images are smooth random blobs plus noise (content does not change the cost of any path); about 5% of
+    findings are positive, roughly ChestMNIST's rate.
+    """
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    grid = np.linspace(-1.0, 1.0, image_size, dtype=np.float32)
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    for split, count in (("train", images), ("val", EVAL_IMAGES), ("test", EVAL_IMAGES)):
+        centres = rng.uniform(-0.5, 0.5, size=(count, 2, 1, 1)).astype(np.float32)
+        blob = np.exp(-((yy - centres[:, 0]) ** 2 + (xx - centres[:, 1]) ** 2) * 6.0)
+        noise = rng.normal(0.0, 0.08, size=(count, image_size, image_size)).astype(np.float32)
+        arrays[f"{split}_images"] = np.clip((blob + noise) * 255.0, 0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = (rng.random((count, NUM_FINDINGS)) < 0.05).astype(np.uint8)
+    np.savez(path, **arrays)
+
+
+class PerSamplePILDataset(Dataset):
+    """medmnist's 2D ``Dataset.__getitem__``: ``PIL.Image.fromarray`` per sample, then the transform.
+
+    ``images``: uint8 ``(N, S, S)`` numpy; ``labels``: ``(N, K)`` numpy. Returns float ``[1, S, S]`` and int
+    ``(K,)`` numpy, which the default collate turns into ``[B, 1, S, S]`` and int64 ``[B, K]``.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable[[Image.Image], Tensor]) -> None:
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, np.ndarray]:
+        image, target = self.images[index], self.labels[index].astype(int)
+        return self.transform(Image.fromarray(image)), target
+
+
+def pil_loader(npz_path: Path, batch_size: int, num_workers: int) -> DataLoader:
+    """The loader of medmnist's getting-started example: per-sample PIL + ToTensor + Normalize, shuffled."""
+    with np.load(npz_path) as npz:
+        images, labels = npz["train_images"], npz["train_labels"]
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=[0.5], std=[0.5])])
+    return DataLoader(
+        PerSamplePILDataset(images, labels, transform), batch_size=batch_size, shuffle=True, num_workers=num_workers
+    )
+
+
+def randperm_batches(images: Tensor, targets: Tensor, batch_size: int) -> Iterable[tuple[Tensor, Tensor]]:
+    """The bare loop's data path: one ``randperm`` per epoch, one uint8 ``[B, C, S, S]`` gather per batch."""
+    for rows in torch.randperm(len(images)).split(batch_size):
+        yield images[rows], targets[rows]
+
+
+# ------------------------------------------------------------------------------------------------------ model
+def new_model(data: ActiveDataModule, model_class: type[TaskModel] = TaskModel) -> TaskModel:
+    """The same round-0 network for every row (``init_seed=0``)."""
+    return model_class(
+        num_classes=data.num_classes,
+        num_channels=data.num_channels,
+        image_size=data.image_size,
+        task=data.task,
+        init_seed=0,
+    )
+
+
+class TaskModelWithoutTrainMetrics(TaskModel):
+    """``TaskModel`` whose training step only computes the loss: no metric updates, no ``self.log``."""
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, targets = batch
+        return self.per_sample_loss(self(images), targets).mean()
+
+
+class EpochClock(L.Callback):
+    """Epoch boundaries: ``perf_counter`` at every train-epoch start and at train end (device synchronised)."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    def _mark(self, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self.marks.append(time.perf_counter())
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark(pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._mark(pl_module)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -------------------------------------------------------------------------------------------------- measuring
+def lightning_epochs(data: ActiveDataModule, model: TaskModel, epochs: int, device: torch.device) -> list[float]:
+    """Seconds of each epoch of ``Trainer.fit``, warm-up epoch first."""
+    clock = EpochClock()
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_epochs=epochs + 1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        # What ActiveLearningLoop.setup sets: the train loader is rebuilt from the pool every epoch.
+        reload_dataloaders_every_n_epochs=1,
+        callbacks=[clock],
+    )
+    trainer.fit(model, datamodule=data)
+    return [end - start for start, end in zip(clock.marks, clock.marks[1:], strict=False)]
+
+
+def manual_epochs(
+    model: TaskModel,
+    batches: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+    epochs: int,
+    device: torch.device,
+    normalised_input: bool = False,
+) -> list[float]:
+    """Seconds of each epoch of the bare loop, warm-up epoch first.
+
+    ``normalised_input``: batches are float images already normalised (the PIL path), fed past
+    ``TaskModel.normalize`` into the same ResNet; otherwise uint8 images go through ``TaskModel.forward``.
+    """
+    model.to(device).train()
+    optimizer = model.configure_optimizers()
+    times = []
+    for _ in range(epochs + 1):
+        sync(device)
+        start = time.perf_counter()
+        for images, targets in batches():
+            images = images.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            logits = resnet_forward(model.net, images).logits if normalised_input else model(images)
+            loss = model.per_sample_loss(logits, targets).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def loader_epochs(
+    batches: Callable[[], Iterable[tuple[Tensor, Tensor]]], epochs: int, device: torch.device
+) -> list[float]:
+    """Seconds of each pass over a loader (batches moved to the device, no model), warm-up pass first."""
+    times = []
+    for _ in range(epochs + 1):
+        sync(device)
+        start = time.perf_counter()
+        for images, targets in batches():
+            images.to(device, non_blocking=True)
+            targets.to(device, non_blocking=True)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median_ms(function: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def lightning_overheads(data: ActiveDataModule, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Costs of the Lightning path's extras, each timed alone (milliseconds)."""
+    model = new_model(data).to(device)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(batch_size, data.num_classes, generator=generator).to(device)
+    targets = torch.randint(0, 2, (batch_size, data.num_classes), generator=generator).to(device)
+    probabilities = scores(logits, data.task)
+    steps = -(-len(data.pool) // batch_size)
+
+    def update() -> None:
+        model.train_metrics.update(probabilities, targets)
+        sync(device)
+
+    def epoch_of_updates_and_compute() -> None:
+        model.train_metrics.reset()
+        for _ in range(steps):
+            model.train_metrics.update(probabilities, targets)
+        model.train_metrics.compute()
+        sync(device)
+
+    update_ms = median_ms(update, 50)
+    epoch_ms = median_ms(epoch_of_updates_and_compute, 5)
+    model.train_metrics.reset()
+    return {
+        "train_dataloader() rebuild": median_ms(data.train_dataloader, 20),
+        "train metrics update, per step": update_ms,
+        "train metrics compute, per epoch": max(epoch_ms - steps * update_ms, 0.0),
+        "steps per epoch": float(steps),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------- main
+def throughput(images: int, epoch_seconds: list[float]) -> tuple[float, float, float, float]:
+    """(images/s at the median measured epoch, median, min, max epoch seconds), warm-up epoch dropped."""
+    measured = epoch_seconds[1:]
+    median = statistics.median(measured)
+    return images / median, median, min(measured), max(measured)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=4096, help="training images (the whole pool trains)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=3, help="measured epochs per row, after one warm-up epoch")
+    parser.add_argument("--loader-epochs", type=int, default=10, help="measured passes of the data-only rows")
+    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads for all rows")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="num_workers of the PIL rows")
+    parser.add_argument("--data", type=Path, default=None, help="where to write the .npz (default: /tmp)")
+    args = parser.parse_args(argv)
+    if args.images < args.batch_size:
+        parser.error(f"--images {args.images} is less than one batch (--batch-size {args.batch_size})")
+    if min(args.epochs, args.loader_epochs, args.batch_size, args.threads, args.image_size) < 1:
+        parser.error("--epochs, --loader-epochs, --batch-size, --threads and --image-size must be at least 1")
+    if args.image_size < 28:
+        parser.error("--image-size below 28 is too small for ResNet-18's ImageNet stem; use 28 or more")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no CUDA device; use --device cpu")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", module="torchmetrics")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    npz_path = args.data or Path(f"/tmp/alvae_bench_chestmnist_like_{args.images}_{args.image_size}.npz")
+    if not npz_path.is_file():
+        write_chestmnist_like(npz_path, args.images, args.image_size)
+    data = ActiveDataModule(
+        NpzSource(str(npz_path), task="multilabel"),
+        initial_labels=args.batch_size,
+        batch_size=args.batch_size,
+        num_workers=0,
+        train_on="pool",
+    )
+    data.data  # read the file now, outside every measurement  # noqa: B018
+    train = data.data.train
+    n = len(train)
+
+    rows: list[tuple[str, str, list[float]]] = []  # (kind, name, epoch seconds)
+
+    def run(kind: str, name: str, measure: Callable[[], list[float]]) -> None:
+        gc.collect()
+        torch.manual_seed(0)
+        rows.append((kind, name, measure()))
+        print(f"  {kind:>5}  {name}: median epoch {statistics.median(rows[-1][2][1:]):.3f} s", file=sys.stderr)
+
+    started = time.perf_counter()
+    run(
+        "train",
+        "alvae-pl (Trainer + ActiveDataModule)",
+        lambda: lightning_epochs(data, new_model(data), args.epochs, device),
+    )
+    run(
+        "train",
+        "alvae-pl, step without train metrics/logging",
+        lambda: lightning_epochs(data, new_model(data, TaskModelWithoutTrainMetrics), args.epochs, device),
+    )
+    run(
+        "train",
+        "bare loop (randperm + uint8 gather)",
+        lambda: manual_epochs(
+            new_model(data), lambda: randperm_batches(train.images, train.targets, args.batch_size), args.epochs, device
+        ),
+    )
+    for workers in args.workers:
+        loader = pil_loader(npz_path, args.batch_size, workers)
+        run(
+            "train",
+            f"PIL per sample, num_workers={workers}",
+            lambda loader=loader: manual_epochs(
+                new_model(data), lambda: loader, args.epochs, device, normalised_input=True
+            ),
+        )
+
+    def alvae_pl_loader() -> DataLoader:
+        data.trainer = None  # no trainer: epoch 0's shuffle; the rebuild per epoch is what the project does
+        return data.train_dataloader()
+
+    run(
+        "data",
+        "alvae-pl train_dataloader() (rebuilt per epoch)",
+        lambda: loader_epochs(alvae_pl_loader, args.loader_epochs, device),
+    )
+    run(
+        "data",
+        "bare loop (randperm + uint8 gather)",
+        lambda: loader_epochs(
+            lambda: randperm_batches(train.images, train.targets, args.batch_size), args.loader_epochs, device
+        ),
+    )
+    for workers in args.workers:
+        loader = pil_loader(npz_path, args.batch_size, workers)
+        run(
+            "data",
+            f"PIL per sample, num_workers={workers}",
+            lambda loader=loader: loader_epochs(lambda: loader, args.loader_epochs, device),
+        )
+    overheads = lightning_overheads(data, args.batch_size, device)
+    total = time.perf_counter() - started
+    if torch.get_num_threads() != args.threads:
+        print(f"warning: torch threads changed to {torch.get_num_threads()} during the run", file=sys.stderr)
+
+    bare_rate = throughput(n, next(s for k, name, s in rows if k == "train" and name.startswith("bare")))[0]
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(
+        f"\n{n} images {args.image_size}x{args.image_size}x{data.num_channels}, {data.num_classes} findings "
+        f"(multi-label), batch {args.batch_size}, ResNet-18 (ImageNet stem, random init), SGD; device {args.device} "
+        f"({device_name}), torch threads {args.threads} for every row, {os.cpu_count()} CPUs; torch "
+        f"{torch.__version__}, lightning {L.__version__}; {total:.0f} s in all\n"
+    )
+    print("| path | rows | img/s | vs bare loop | median epoch s | min-max epoch s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for kind, name, seconds in rows:
+        rate, median, low, high = throughput(n, seconds)
+        ratio = f"{rate / bare_rate:.2f}x" if kind == "train" else ""
+        what = (
+            f"train, 1 warm-up + {len(seconds) - 1} epochs"
+            if kind == "train"
+            else f"data only, {len(seconds) - 1} passes"
+        )
+        print(f"| {name} | {what} | {rate:,.0f} | {ratio} | {median:.4f} | {low:.4f}-{high:.4f} |")
+
+    steps = overheads.pop("steps per epoch")
+    print(f"\nLightning-path extras, timed alone ({steps:.0f} steps per epoch):\n")
+    print("| extra | ms | ms per epoch |")
+    print("|---|---:|---:|")
+    for name, ms in overheads.items():
+        per_epoch = ms * steps if "per step" in name else ms
+        print(f"| {name} | {ms:.3f} | {per_epoch:.1f} |")
+    alvae_rate = throughput(n, rows[0][2])[0]
+    verdict = "meets" if alvae_rate >= 0.9 * bare_rate else "MISSES"
+    print(f"\nalvae-pl reaches {alvae_rate / bare_rate:.2f}x the bare loop: {verdict} the 0.9x target.")
+
+
+if __name__ == "__main__":
+    main()

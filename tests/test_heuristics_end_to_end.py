@@ -1,0 +1,61 @@
+"""Every heuristic of the paper, with and without VAE features, through two rounds of ``train.py`` on digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from alvae_pl.cli import main
+from cli_runs import QUICK, read_csv
+
+TWO_ROUNDS = [*QUICK, "--active.max_labels=120", "--active.epochs_first=1", "--active.epochs_increment=0"]
+
+
+@pytest.fixture(scope="module")
+def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VAE trained on digits by its own config, for one epoch."""
+    folder = tmp_path_factory.mktemp("vae")
+    main(["fit", "--config", "configs/vae_digits.yaml", f"--trainer.logger.init_args.save_dir={folder}",
+          "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])
+    checkpoint = folder / "vae_digits" / "seed_0" / "checkpoints" / "last.ckpt"
+    assert checkpoint.exists()
+    return checkpoint
+
+
+@pytest.mark.parametrize(
+    ("config", "vae_option"),
+    [
+        ("digits_coreset", None),
+        ("digits_coreset_vae", "--active.heuristic.init_args.features.vae_checkpoint"),
+        ("digits_medal", None),
+        ("digits_medal_vae", "--active.heuristic.init_args.features.vae_checkpoint"),
+        ("digits_lossnet", None),
+        ("digits_lossnet_vae", "--model.init_args.vae_checkpoint"),
+    ],
+)
+def test_two_rounds_label_exactly_the_budget(tmp_path: Path, vae_checkpoint: Path, config: str, vae_option: str) -> None:
+    extra = [f"{vae_option}={vae_checkpoint}"] if vae_option else []
+    cli = main(["fit", "--config", f"configs/{config}.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                *TWO_ROUNDS, *extra])
+    run = tmp_path / config / "seed_0"
+    history = read_csv(run / "history.csv")
+    assert [int(r["labels"]) for r in history] == [60, 120]
+    labeled = read_csv(run / "labeled.csv")
+    assert len({r["pool_index"] for r in labeled}) == 120
+    picked = [r for r in labeled if r["round"] == "1"]
+    assert len(picked) == 60 and all(r["score"] != "" for r in picked)
+    if config.startswith(("digits_coreset", "digits_medal")):
+        # Greedy distance heuristics: each pick's score (its distance at pick time) never increases for core-set.
+        scores = [float(r["score"]) for r in picked]
+        assert all(s > 0 for s in scores)
+        if "coreset" in config:
+            assert scores == sorted(scores, reverse=True)
+    if config == "digits_lossnet_vae":
+        vae = cli.model.vae
+        assert vae is not None and not vae.training  # the frozen encoder never left eval mode
+        assert all(not p.requires_grad for p in vae.parameters())
+        reference = torch.load(vae_checkpoint, weights_only=True)["state_dict"]
+        # Weights and batch-norm statistics alike are still the checkpoint's after two rounds of training.
+        assert all(torch.equal(value, reference[name]) for name, value in vae.state_dict().items())

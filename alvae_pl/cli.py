@@ -66,5 +66,8 @@ def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
     except (OSError, ValueError) as error:  # missing or unreadable files, failed downloads, bad settings
         if os.environ.get("ALVAE_DEBUG"):
             raise
+        # jsonargparse wraps errors raised while computing linked arguments: report the original one.
+        while isinstance(error.__cause__ or error.__context__, (OSError, ValueError)):
+            error = error.__cause__ or error.__context__
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -89,5 +89,51 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, override: str, message: str) -> None:
     result = train("digits_random.yaml", tmp_path, override)
     assert result.returncode == 2
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error:") and message in last_line, result.stderr
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "digits_random" / "seed_0" / "history.csv").exists()
+
+
+def test_train_accuracy_target_ends_rounds_early(tmp_path: Path) -> None:
+    result = train("digits_random.yaml", tmp_path, "--active.train_accuracy_target=0.0", "--active.max_labels=120")
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = read_csv(tmp_path / "digits_random" / "seed_0" / "history.csv")
+    assert [(int(r["labels"]), int(r["epochs"])) for r in history] == [(60, 1), (120, 1)]
+
+
+def test_paper_chestmnist_config_runs_multilabel_on_a_medmnist_file(tmp_path: Path, make_medmnist_npz) -> None:
+    data = make_medmnist_npz("chestmnist.npz", sizes=(200, 40, 40), multilabel=True, num_classes=14)
+    result = train(
+        "chestmnist_coreset.yaml",
+        tmp_path,
+        f"--data.source.init_args.root={data.parent}",
+        "--data.source.init_args.download=false",
+        "--model.init_args.weights=null",
+        "--trainer.devices=1",
+        "--data.pool_size=150",
+        "--active.max_labels=120",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = read_csv(tmp_path / "chestmnist_coreset" / "seed_0" / "history.csv")
+    assert [int(r["labels"]) for r in history] == [60, 120]
+    assert all(0.0 <= float(r["val_auroc"]) <= 1.0 and 0.0 <= float(r["test_accuracy"]) <= 1.0 for r in history)
+    labeled = read_csv(tmp_path / "chestmnist_coreset" / "seed_0" / "labeled.csv")
+    assert all(int(r["dataset_index"]) < 200 for r in labeled)  # train split only, never val or test
+
+
+def test_missing_medmnist_file_names_path_url_and_flag(tmp_path: Path) -> None:
+    result = train("chestmnist_coreset.yaml", tmp_path, f"--data.source.init_args.root={tmp_path}/nowhere",
+                   "--data.source.init_args.download=false")
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error:") and "chestmnist.npz" in message and "https://" in message
+    assert "download" in message and "Traceback" not in result.stderr
+
+
+def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"encoder.weight": torch.zeros(3)}, "pytorch-lightning_version": "2.6.6"}, foreign)
+    result = train("digits_random.yaml", tmp_path, f"--ckpt_path={foreign}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the checkpoint does not fit this model")

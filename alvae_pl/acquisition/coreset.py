@@ -38,9 +38,10 @@ def k_center_greedy(
     (labeled point or earlier pick), exact once it has been measured against every center. A new center can
     only lower distances, so stale bounds stay upper bounds. To pick, the candidate with the largest bound
     (lowest position among ties) is taken if its bound is exact; otherwise the candidates with the largest
-    bounds are measured against the centers they have not seen, and the search repeats. Each candidate is
-    measured at most once against each center, so the work never exceeds the eager update (one pass over all
-    candidates per pick), and usually only a few dozen candidates are re-measured per pick. Memory: the
+    bounds are measured against the centers they have not seen, and the search repeats. A candidate is measured
+    against a center at most once (twice, with the grouping of ``_measure_new_centers``), so the distance work
+    stays within twice the eager update's (one pass over all candidates per pick); usually only a few dozen
+    candidates are re-measured per pick. Memory: the
     candidates, one centred copy, the ``m + budget`` centers and ``chunk_size**2`` floats of distances; never an
     ``n x n`` or ``n x m`` matrix. Runs on the candidates' device, in float32.
 

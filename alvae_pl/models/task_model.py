@@ -198,6 +198,19 @@ class TaskModel(L.LightningModule):
             weight_decay=self.hparams.weight_decay,
         )
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse, in one line, a checkpoint written by another model or configuration."""
+        state = checkpoint.get("state_dict", {})
+        own = self.state_dict()
+        missing = [name for name in own if name not in state]
+        misshaped = [name for name in own if name in state and state[name].shape != own[name].shape]
+        if missing or misshaped:
+            example = (missing + misshaped)[0]
+            raise ValueError(
+                f"the checkpoint does not fit this model ({len(missing)} tensors missing, {len(misshaped)} of another "
+                f"shape, e.g. {example}): resume with the configuration that wrote it"
+            )
+
     # -------------------------------------------------------------------------------------------- rounds
     def _trainable_state(self) -> dict[str, Tensor]:
         state = {f"net.{k}": v for k, v in self.net.state_dict().items()}

@@ -1,0 +1,159 @@
+"""The report of an experiment: learning curves, paired comparison tables and TensorBoard images in one folder.
+
+``write_report(runs, folder, baseline)`` writes, for every metric the histories hold values of::
+
+    <folder>/curves_<metric>.png        mean and 95% band per variant against the number of labels
+    <folder>/comparison_<metric>.md     mean ± sd, paired t-test and Wilcoxon p per label count (p < 0.05 bold)
+    <folder>/comparison_<metric>.csv    the same rows, every field
+    <folder>/report.md                  all tables and figures in one page
+    <folder>/events.out.tfevents.*      the figures and tables for TensorBoard (``tensorboard --logdir <folder>``)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alvae_pl.analysis.curves import figure_to_tensorboard, plot_curves
+from alvae_pl.analysis.history import Runs, atomic_write_text
+from alvae_pl.analysis.statistics import compare_variants, to_markdown, write_table_csv
+
+#: The metrics a report covers, when the histories hold them.
+REPORT_METRICS: tuple[str, ...] = ("val_accuracy", "test_accuracy", "val_auroc", "test_auroc")
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` wrote.
+
+    Attributes:
+        folder: the report folder.
+        figures: metric -> ``curves_<metric>.png``.
+        tables: metric -> ``comparison_<metric>.md`` (and a ``.csv`` beside it).
+        markdown: metric -> the markdown table.
+        skipped: metric -> why it has no figure or table.
+    """
+
+    folder: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    tables: dict[str, Path] = field(default_factory=dict)
+    markdown: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def filter_runs(runs: Runs, variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> Runs:
+    """Keep the given variants (in that order) and seeds; variants left without a run are dropped."""
+    kept: Runs = {}
+    for variant in variants if variants is not None else list(runs):
+        selected = {s: h for s, h in runs.get(variant, {}).items() if seeds is None or s in seeds}
+        if selected:
+            kept[variant] = selected
+    return kept
+
+
+def _has_values(runs: Runs, metric: str) -> bool:
+    """Whether every history has column ``metric`` and at least one of them a finite value in it."""
+    histories = [history for seeds in runs.values() for history in seeds.values()]
+    if not all(metric in history.columns for history in histories):
+        return False
+    return any(math.isfinite(float(value)) for history in histories for value in history.column(metric))
+
+
+def unfinished_runs(runs: Runs) -> list[str]:
+    """``variant/seed_<k>`` of each history whose last round still acquired labels (a run still going)."""
+    unfinished = []
+    for variant, seeds in runs.items():
+        for seed, history in seeds.items():
+            if "acquisition_seconds" in history.columns and math.isfinite(
+                float(history.column("acquisition_seconds")[-1])
+            ):
+                unfinished.append(f"{variant}/seed_{seed}")
+    return unfinished
+
+
+def write_report(
+    runs: Runs,
+    folder: str | Path,
+    baseline: str,
+    metrics: Sequence[str] = REPORT_METRICS,
+    alpha: float = 0.05,
+    title: str | None = None,
+    tensorboard: bool = True,
+) -> Report:
+    """Write curves, comparison tables and TensorBoard images of ``runs`` into ``folder``.
+
+    Args:
+        runs: ``{variant: {seed: History}}`` from :func:`~alvae_pl.analysis.history.load_experiment`.
+        folder: the report folder, created if needed; earlier TensorBoard event files in it are replaced.
+        baseline: the variant the others are compared with, seed by seed.
+        metrics: history columns to report; those without any value (e.g. test metrics of runs that did not
+            evaluate on the test split) are skipped and listed in ``Report.skipped``.
+        alpha: significance level; p-values below it are bold.
+        title: heading of ``report.md``.
+        tensorboard: also log figures and tables to a SummaryWriter in ``folder``.
+
+    Raises:
+        ValueError: ``baseline`` has no runs, or no metric has values.
+    """
+    if baseline not in runs:
+        raise ValueError(f"baseline {baseline!r} has no runs; choose one of {list(runs)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    report = Report(folder)
+    writer = None
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # The report is regenerated whole; old event files would show stale figures beside the new ones.
+        for old in folder.glob("events.out.tfevents.*"):
+            old.unlink()
+        writer = SummaryWriter(log_dir=str(folder))
+    try:
+        for metric in metrics:
+            if not _has_values(runs, metric):
+                report.skipped[metric] = "no values in the histories"
+                continue
+            figure = plot_curves(runs, metric, folder / f"curves_{metric}.png")
+            report.figures[metric] = folder / f"curves_{metric}.png"
+            if writer is not None:
+                figure_to_tensorboard(figure, writer, f"curves/{metric}")
+            if len(runs) < 2:
+                report.skipped[metric] = f"only {baseline!r} has runs: nothing to compare"
+                continue
+            rows = compare_variants(runs, metric, baseline, alpha)
+            markdown = to_markdown(rows, alpha)
+            report.markdown[metric] = markdown
+            report.tables[metric] = atomic_write_text(folder / f"comparison_{metric}.md", markdown)
+            write_table_csv(rows, folder / f"comparison_{metric}.csv")
+            if writer is not None:
+                writer.add_text(f"comparison/{metric}", markdown)
+    finally:
+        if writer is not None:
+            writer.close()
+    if not report.figures:
+        raise ValueError(f"none of the metrics {list(metrics)} has values in the histories; check the runs")
+    atomic_write_text(folder / "report.md", _report_page(runs, report, baseline, title))
+    return report
+
+
+def _report_page(runs: Runs, report: Report, baseline: str, title: str | None) -> str:
+    seeds = sorted({seed for variant_seeds in runs.values() for seed in variant_seeds})
+    lines = [
+        f"# {title or 'Active-learning comparison'}",
+        "",
+        f"Variants: {', '.join(f'{v} ({len(s)} seeds)' for v, s in runs.items())}; baseline {baseline}; "
+        f"seeds {seeds}. Each variant's run of seed k starts from the same initial labels (paired design).",
+        "",
+    ]
+    unfinished = unfinished_runs(runs)
+    if unfinished:
+        lines += [f"Still running (partial histories): {', '.join(unfinished)}.", ""]
+    for metric, figure in report.figures.items():
+        lines += [f"## {metric}", "", f"![{metric}]({figure.name})", ""]
+        if metric in report.markdown:
+            lines += [report.markdown[metric]]
+        elif metric in report.skipped:
+            lines += [f"No table: {report.skipped[metric]}.", ""]
+    return "\n".join(lines)

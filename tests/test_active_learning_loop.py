@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import read_csv, train, without_timings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from alvae_pl.acquisition.entropy import Entropy, prediction_entropy
 from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
-from cli_runs import read_csv, train, without_timings
 
 
 def test_schedule_follows_the_paper_and_ends_with_what_is_left() -> None:
@@ -68,7 +68,9 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path)
     # the checkpoint was: the resumed run must neither lose nor repeat a label.
     for kill in ("{at_step: 5}", "{at_checkpoint_of_epoch: 4}"):
         switch = folder / "kill.yaml"
-        switch.write_text(f"trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {kill}\n")
+        switch.write_text(
+            f"trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {kill}\n"
+        )
         killed = train("digits_entropy.yaml", folder, "--config", str(switch), "--ckpt_path=last")
         assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = train("digits_entropy.yaml", folder, "--ckpt_path=last")
@@ -123,8 +125,12 @@ def test_paper_chestmnist_config_runs_multilabel_on_a_medmnist_file(tmp_path: Pa
 
 
 def test_missing_medmnist_file_names_path_url_and_flag(tmp_path: Path) -> None:
-    result = train("chestmnist_coreset.yaml", tmp_path, f"--data.source.init_args.root={tmp_path}/nowhere",
-                   "--data.source.init_args.download=false")
+    result = train(
+        "chestmnist_coreset.yaml",
+        tmp_path,
+        f"--data.source.init_args.root={tmp_path}/nowhere",
+        "--data.source.init_args.download=false",
+    )
     assert result.returncode == 2
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("error:") and "chestmnist.npz" in message and "https://" in message

@@ -28,9 +28,11 @@ def test_train_loader_serves_exactly_the_labeled_images_with_their_targets(chest
     assert images.dtype == torch.uint8 and images.shape[1:] == (1, 28, 28)
     assert targets.shape == (10, 14) and [len(b[0]) for b in batches] == [4, 4, 2]
     rows = datamodule.pool.dataset_indices[datamodule.pool.labeled]
-    expected = {(img.numpy().tobytes(), tuple(t.tolist())) for img, t in zip(datamodule.data.train.images[rows],
-                                                                              datamodule.data.train.targets[rows])}
-    served = {(img.numpy().tobytes(), tuple(t.tolist())) for img, t in zip(images, targets)}
+    expected = {
+        (img.numpy().tobytes(), tuple(t.tolist()))
+        for img, t in zip(datamodule.data.train.images[rows], datamodule.data.train.targets[rows], strict=True)
+    }
+    served = {(img.numpy().tobytes(), tuple(t.tolist())) for img, t in zip(images, targets, strict=True)}
     assert served == expected
 
 

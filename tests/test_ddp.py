@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from cli_runs import read_csv, train
 
 pytestmark = [pytest.mark.ddp, pytest.mark.timeout(600)]
@@ -25,6 +24,6 @@ def test_ddp_selects_and_scores_exactly_what_one_process_does(tmp_path: Path, co
     assert read_csv(two / "labeled.csv") == read_csv(one / "labeled.csv")
     history_one, history_two = read_csv(one / "history.csv"), read_csv(two / "history.csv")
     assert [r["labels"] for r in history_two] == ["60", "120"]
-    for row_one, row_two in zip(history_one, history_two):
+    for row_one, row_two in zip(history_one, history_two, strict=True):
         for key in ("val_accuracy", "val_auroc", "test_accuracy", "test_auroc"):
             assert float(row_two[key]) == pytest.approx(float(row_one[key]), abs=1e-5), key

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import QUICK, read_csv
 
 from alvae_pl.cli import main
-from cli_runs import QUICK, read_csv
 
 TWO_ROUNDS = [*QUICK, "--active.max_labels=120", "--active.epochs_first=1", "--active.epochs_increment=0"]
 
@@ -17,8 +17,16 @@ TWO_ROUNDS = [*QUICK, "--active.max_labels=120", "--active.epochs_first=1", "--a
 def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A VAE trained on digits by its own config, for one epoch."""
     folder = tmp_path_factory.mktemp("vae")
-    main(["fit", "--config", "configs/vae_digits.yaml", f"--trainer.logger.init_args.save_dir={folder}",
-          "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])
+    main(
+        [
+            "fit",
+            "--config",
+            "configs/vae_digits.yaml",
+            f"--trainer.logger.init_args.save_dir={folder}",
+            "--trainer.max_epochs=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     checkpoint = folder / "vae_digits" / "seed_0" / "checkpoints" / "last.ckpt"
     assert checkpoint.exists()
     return checkpoint
@@ -35,10 +43,20 @@ def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("digits_lossnet_vae", "--model.init_args.vae_checkpoint"),
     ],
 )
-def test_two_rounds_label_exactly_the_budget(tmp_path: Path, vae_checkpoint: Path, config: str, vae_option: str) -> None:
+def test_two_rounds_label_exactly_the_budget(
+    tmp_path: Path, vae_checkpoint: Path, config: str, vae_option: str
+) -> None:
     extra = [f"{vae_option}={vae_checkpoint}"] if vae_option else []
-    cli = main(["fit", "--config", f"configs/{config}.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                *TWO_ROUNDS, *extra])
+    cli = main(
+        [
+            "fit",
+            "--config",
+            f"configs/{config}.yaml",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            *TWO_ROUNDS,
+            *extra,
+        ]
+    )
     run = tmp_path / config / "seed_0"
     history = read_csv(run / "history.csv")
     assert [int(r["labels"]) for r in history] == [60, 120]

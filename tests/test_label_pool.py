@@ -38,7 +38,8 @@ def test_labeled_set_only_grows_by_what_is_labeled_and_never_twice() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pool_size", "initial", "message"), [(2000, 10, "pool_size=2000"), (100, 0, "initial_labels=0"), (50, 51, "initial")]
+    ("pool_size", "initial", "message"),
+    [(2000, 10, "pool_size=2000"), (100, 0, "initial_labels=0"), (50, 51, "initial")],
 )
 def test_impossible_sizes_say_what_to_set(pool_size: int, initial: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -117,9 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> None:
     experiment = read_experiment(args.config)
     jobs = select_jobs(experiment, args.variant, args.seed, args.index)
-    summary = run_experiment(
-        experiment, jobs, train_vae=args.index is None, dry_run=args.dry_run, echo=args.echo
-    )
+    summary = run_experiment(experiment, jobs, train_vae=args.index is None, dry_run=args.dry_run, echo=args.echo)
     counts: dict[str, int] = {}
     for _, word in summary.actions:
         counts[word] = counts.get(word, 0) + 1

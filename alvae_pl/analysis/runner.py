@@ -212,8 +212,10 @@ def vae_run(config: Path, overrides: Sequence[str]) -> VaeRun:
             f"{config}: set trainer.logger.init_args.version (e.g. seed_0): with automatic versioning every "
             "run writes a new folder and the VAE checkpoint cannot be found"
         )
-    folder = Path(str(init_args["save_dir"])) / str(init_args["name"]) / (
-        f"version_{version}" if isinstance(version, int) else str(version)
+    folder = (
+        Path(str(init_args["save_dir"]))
+        / str(init_args["name"])
+        / (f"version_{version}" if isinstance(version, int) else str(version))
     )
     dirpath = override_value(overrides, "--checkpoint.dirpath") or (content.get("checkpoint") or {}).get("dirpath")
     checkpoint = (Path(str(dirpath)) if dirpath else folder / "checkpoints") / "last.ckpt"
@@ -340,11 +342,7 @@ def select_jobs(
     for seed in seeds or ():
         if seed not in experiment.seeds:
             raise ValueError(f"seed {seed} is not one of the experiment's seeds {list(experiment.seeds)}")
-    return [
-        job
-        for job in jobs
-        if (not variants or job.variant.name in variants) and (not seeds or job.seed in seeds)
-    ]
+    return [job for job in jobs if (not variants or job.variant.name in variants) and (not seeds or job.seed in seeds)]
 
 
 def history_finished(path: Path) -> bool:
@@ -575,4 +573,3 @@ def describe_jobs(experiment: Experiment, jobs: Sequence[Job]) -> str:
         lines.append(f"  vae  {experiment.vae.config} -> {experiment.vae.checkpoint} ({vae_run_state(experiment.vae)})")
     lines.append(f"{len(jobs)} jobs; SLURM: --array=0-{len(jobs) - 1} with `run --index $SLURM_ARRAY_TASK_ID`")
     return "\n".join(lines)
-

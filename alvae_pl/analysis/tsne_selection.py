@@ -235,7 +235,6 @@ def compare_selections(
     return SelectionComparison(labeled.numpy(), candidates.numpy(), len(unlabeled), picks[0], picks[1], figure, out)
 
 
-
 def write_points_csv(
     path: Path, datamodule: ActiveDataModule, labeled: Tensor, candidates: Tensor, picks: list[np.ndarray]
 ) -> Path:

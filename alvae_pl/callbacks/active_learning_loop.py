@@ -130,8 +130,10 @@ class ActiveLearningLoop(Callback):
         if not isinstance(datamodule, ActiveDataModule):
             raise TypeError("ActiveLearningLoop needs an ActiveDataModule")
         if datamodule.train_on == "labeled" and not isinstance(pl_module, TaskModel):
-            raise ValueError(f"active learning needs a TaskModel, got {type(pl_module).__name__}: "
-                             "train other models with data.train_on: pool")
+            raise ValueError(
+                f"active learning needs a TaskModel, got {type(pl_module).__name__}: "
+                "train other models with data.train_on: pool"
+            )
         if datamodule.train_on == "pool":
             rank_zero_info("data.train_on=pool: training on the whole pool, no active learning")
             return
@@ -267,7 +269,9 @@ class ActiveLearningLoop(Callback):
         """TensorBoard curves against the number of labels, and the two CSV files, from rank zero."""
         if not trainer.is_global_zero:
             return
-        summary = ", ".join(f"{k} {row[k]:.4f}" for k in HISTORY_COLUMNS if k.startswith(("val_", "test_")) and k in row)
+        summary = ", ".join(
+            f"{k} {row[k]:.4f}" for k in HISTORY_COLUMNS if k.startswith(("val_", "test_")) and k in row
+        )
         rank_zero_info(f"Round {row['round']} with {row['labels']} labels, {row['epochs']} epochs: {summary}")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -286,7 +290,7 @@ class ActiveLearningLoop(Callback):
         scores = [math.nan] * initial + self.scores.tolist()
         rows = [
             {"round": int(r), "pool_index": int(p), "dataset_index": int(pool.dataset_indices[p]), "score": s}
-            for p, r, s in zip(pool.labeled.tolist(), pool.labeled_rounds.tolist(), scores)
+            for p, r, s in zip(pool.labeled.tolist(), pool.labeled_rounds.tolist(), scores, strict=True)
         ]
         write_csv_atomically(folder / "labeled.csv", LABELED_COLUMNS, rows)
 

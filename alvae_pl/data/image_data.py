@@ -26,7 +26,9 @@ class ImageSplit:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {list(self.images.shape)}")
         if self.targets.dtype != torch.int64 or self.targets.ndim not in (1, 2):
-            raise ValueError(f"targets must be int64 [N] or [N, K], got {self.targets.dtype} {list(self.targets.shape)}")
+            raise ValueError(
+                f"targets must be int64 [N] or [N, K], got {self.targets.dtype} {list(self.targets.shape)}"
+            )
         if len(self.images) != len(self.targets):
             raise ValueError(f"{len(self.images)} images but {len(self.targets)} targets")
 
@@ -50,7 +52,9 @@ class ImageData:
             raise ValueError(f"train, val and test images differ in shape: {sorted(shapes)}")
         for split in (self.train, self.val, self.test):
             if self.task == "multilabel" and (split.targets.ndim != 2 or split.targets.shape[1] != self.num_classes):
-                raise ValueError(f"multi-label targets must be [N, {self.num_classes}], got {list(split.targets.shape)}")
+                raise ValueError(
+                    f"multi-label targets must be [N, {self.num_classes}], got {list(split.targets.shape)}"
+                )
             if self.task == "multiclass" and split.targets.ndim != 1:
                 raise ValueError(f"multi-class targets must be [N], got {list(split.targets.shape)}")
 

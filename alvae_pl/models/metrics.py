@@ -21,7 +21,9 @@ def classification_metrics(task: TaskKind, num_classes: int, sync_on_compute: bo
     if task == "multilabel":
         return MetricCollection(
             {
-                "accuracy": Accuracy(task="multilabel", num_labels=num_classes, average="micro", sync_on_compute=sync_on_compute),
+                "accuracy": Accuracy(
+                    task="multilabel", num_labels=num_classes, average="micro", sync_on_compute=sync_on_compute
+                ),
                 "auroc": AUROC(
                     task="multilabel", num_labels=num_classes, average="macro", sync_on_compute=sync_on_compute
                 ),

@@ -170,10 +170,10 @@ class TaskModel(L.LightningModule):
             blocks = tuple(b.detach() for b in outputs.blocks) if self._detach_loss_head else outputs.blocks
             predicted = self.loss_head(blocks, self.vae_features(images))
             margin_loss = pairwise_margin_loss(predicted, losses.detach(), self.hparams.loss_margin)
-            self.log("train/loss_prediction", margin_loss, on_step=False, on_epoch=True)
+            self.log("train/loss_prediction", margin_loss, on_step=False, on_epoch=True, sync_dist=True)
             loss = loss + self.hparams.loss_prediction_weight * margin_loss
         self.train_metrics.update(scores(outputs.logits.detach(), self.task), targets)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
@@ -181,7 +181,7 @@ class TaskModel(L.LightningModule):
         images, targets = batch
         logits = self(images)
         metrics.update(scores(logits, self.task), targets)
-        self.log(f"{stage}/loss", self.per_sample_loss(logits, targets).mean(), on_epoch=True)
+        self.log(f"{stage}/loss", self.per_sample_loss(logits, targets).mean(), on_epoch=True, sync_dist=True)
         self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -209,7 +209,9 @@ def compare_selections(
 
     spaces = {
         "task features": FeatureSpace(),
-        f"[task, {alpha:g} \u00d7 VAE] features": FeatureSpace(str(vae_checkpoint), alpha=alpha, normalize=normalize),
+        f"[task, {alpha:g} \u00d7 VAE] features{' (normalized)' if normalize else ''}": FeatureSpace(
+            str(vae_checkpoint), alpha=alpha, normalize=normalize
+        ),
     }
     points = torch.cat([labeled, candidates]).numpy()
     panels, picks = [], []

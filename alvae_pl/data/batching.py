@@ -10,23 +10,29 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class TensorBatches(Dataset):
-    """Rows of several aligned tensors, fetched a batch at a time.
+    """Selected rows of several aligned tensors, fetched a batch at a time.
 
-    ``dataset[rows]`` with an index list returns ``tuple(t[rows] for t in tensors)``: one advanced-indexing
-    gather instead of ``len(rows)`` ``__getitem__`` calls and a collate, which is what makes an in-memory
-    pool as fast as a bare loop over the tensors.
+    ``dataset[positions]`` with an index list returns ``tuple(t[rows[positions]] for t in tensors)``: one
+    advanced-indexing gather instead of ``len(positions)`` ``__getitem__`` calls and a collate, which is what
+    makes an in-memory pool as fast as a bare loop over the tensors. The tensors are never copied: a new
+    labeled set is a new ``rows``, not a new copy of its images.
+
+    Args:
+        tensors: aligned tensors, ``[N, ...]`` each.
+        rows: int64 ``[n]``, the rows this dataset serves (default: all ``N``).
     """
 
-    def __init__(self, *tensors: Tensor) -> None:
+    def __init__(self, *tensors: Tensor, rows: Tensor | None = None) -> None:
         if len({len(t) for t in tensors}) != 1:
             raise ValueError("all tensors must have the same number of rows")
         self.tensors = tensors
+        self.rows = torch.arange(len(tensors[0])) if rows is None else rows
 
     def __len__(self) -> int:
-        return len(self.tensors[0])
+        return len(self.rows)
 
-    def __getitem__(self, rows: list[int] | Tensor) -> tuple[Tensor, ...]:
-        rows = torch.as_tensor(rows, dtype=torch.int64)
+    def __getitem__(self, positions: list[int] | Tensor) -> tuple[Tensor, ...]:
+        rows = self.rows[torch.as_tensor(positions, dtype=torch.int64)]
         return tuple(t[rows] for t in self.tensors)
 
 

@@ -101,7 +101,7 @@ class ActiveDataModule(L.LightningDataModule):
         positions = self.pool.labeled if self.train_on == "labeled" else torch.arange(len(self.pool))
         rows = self.pool.dataset_indices[positions]
         split = self.data.train
-        dataset = TensorBatches(split.images[rows], split.targets[rows])
+        dataset = TensorBatches(split.images, split.targets, rows=rows)
         sampler = SeededBatchSampler(len(rows), self.batch_size, shuffle=True, seed=self.seed, epoch=self._epoch())
         return batch_loader(dataset, sampler, self.num_workers)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alvae_pl.acquisition.heuristic import Heuristic, Selection
+from alvae_pl.acquisition.heuristic import Heuristic, Selection, top_scoring
 from alvae_pl.models.task_model import TaskModel
 
 
@@ -34,7 +34,4 @@ class Entropy(Heuristic):
     def select(
         self, candidates: dict[str, Tensor], labeled: dict[str, Tensor], budget: int, generator: torch.Generator
     ) -> Selection:
-        entropy = candidates["entropy"]
-        # A stable sort on the negated scores keeps ties in index order.
-        positions = torch.sort(-entropy, stable=True).indices[:budget]
-        return Selection(positions, entropy[positions])
+        return top_scoring(candidates["entropy"], budget)

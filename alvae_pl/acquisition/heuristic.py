@@ -83,3 +83,10 @@ class Heuristic(ABC):
             budget: how many to pick, ``1 <= budget <= n``.
             generator: CPU generator for any random choice.
         """
+
+
+def top_scoring(scores: Tensor, budget: int) -> Selection:
+    """The ``budget`` highest of ``scores`` ``[n]``, highest first; ties go to the lowest position."""
+    # A stable sort of the negated scores keeps tied positions in index order.
+    positions = torch.sort(-scores, stable=True).indices[:budget]
+    return Selection(positions, scores[positions])

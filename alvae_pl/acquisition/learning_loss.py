@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alvae_pl.acquisition.heuristic import Heuristic, Selection
+from alvae_pl.acquisition.heuristic import Heuristic, Selection, top_scoring
 from alvae_pl.models.task_model import TaskModel
 
 
@@ -41,6 +41,4 @@ class LearningLoss(Heuristic):
     def select(
         self, candidates: dict[str, Tensor], labeled: dict[str, Tensor], budget: int, generator: torch.Generator
     ) -> Selection:
-        predicted = candidates["predicted_loss"]
-        positions = torch.sort(-predicted, stable=True).indices[:budget]
-        return Selection(positions, predicted[positions])
+        return top_scoring(candidates["predicted_loss"], budget)

@@ -7,19 +7,18 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from alvae_pl.acquisition.distance_heuristic import DistanceHeuristic
 from alvae_pl.acquisition.feature_space import (
     DEFAULT_CHUNK_SIZE,
-    FeatureSpace,
     prepare_points,
     seeded_first_pick,
     squared_distance_blocks,
     squared_distances_to,
 )
-from alvae_pl.acquisition.heuristic import Heuristic, Selection
+from alvae_pl.acquisition.heuristic import Selection
 
 if TYPE_CHECKING:
-    from alvae_pl.data.image_data import ImageData
-    from alvae_pl.models.task_model import TaskModel
+    pass
 
 
 def greedy_mean_distance(
@@ -72,30 +71,10 @@ def greedy_mean_distance(
     return Selection(positions.cpu(), scores.to(torch.float32).cpu())
 
 
-class MedAL(Heuristic):
-    """MedAL selection (Smailagic et al., 2018) in the task features, optionally with VAE features (eq. 6).
+class MedAL(DistanceHeuristic):
+    """MedAL selection (Smailagic et al., 2018): eq. 2 in the task features, optionally with VAE features (eq. 6).
 
-    Args:
-        features: the space distances are measured in (default: task features only).
-        chunk_size: rows per block of the candidate-to-labeled distances; memory ``4 * chunk_size**2`` bytes.
+    Takes ``features`` and ``chunk_size``, see :class:`DistanceHeuristic`.
     """
 
-    uses_labeled = True
-
-    def __init__(self, features: FeatureSpace | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.features = features if features is not None else FeatureSpace()
-        self.chunk_size = chunk_size
-
-    def setup(self, data: ImageData, device: torch.device) -> None:
-        self.features.setup(data, device)
-
-    def embed(self, model: TaskModel, images: Tensor) -> dict[str, Tensor]:
-        return self.features.embed(model, images)
-
-    def select(
-        self, candidates: dict[str, Tensor], labeled: dict[str, Tensor], budget: int, generator: torch.Generator
-    ) -> Selection:
-        points, labeled_points = self.features.combine(candidates, labeled)
-        return greedy_mean_distance(points, labeled_points, budget, generator, self.chunk_size)
+    greedy = staticmethod(greedy_mean_distance)

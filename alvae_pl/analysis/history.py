@@ -22,19 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from alvae_pl.callbacks.run_records import HISTORY_COLUMNS
+
 HISTORY_FILENAME = "history.csv"
-HISTORY_COLUMNS: tuple[str, ...] = (
-    "round",
-    "labels",
-    "epochs",
-    "train_accuracy",
-    "val_accuracy",
-    "val_auroc",
-    "test_accuracy",
-    "test_auroc",
-    "train_seconds",
-    "acquisition_seconds",
-)
 # Counts are kept as integers so that label counts can be matched across runs exactly.
 INTEGER_COLUMNS: tuple[str, ...] = ("round", "labels", "epochs")
 REQUIRED_COLUMNS: tuple[str, ...] = ("round", "labels")

@@ -40,22 +40,24 @@ def test_entropy_picks_the_most_uncertain_and_sums_findings_for_multilabel() -> 
 
 
 def test_digits_run_learns_and_records_every_round(tmp_path: Path) -> None:
-    result = train("digits_random.yaml", tmp_path)
+    # The demo config's own training settings (batch 16, lr 0.02), over three rounds: 100 -> 200 -> 300 labels.
+    demo = ["--data.initial_labels=100", "--data.batch_size=16", "--active.budget=100", "--active.epochs_first=4"]
+    result = train("digits_random.yaml", tmp_path, *demo, "--active.max_labels=300")
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "digits_random" / "seed_0"
     history = read_csv(run / "history.csv")
-    assert [int(r["labels"]) for r in history] == [60, 120, 180]
-    assert [int(r["epochs"]) for r in history] == [2, 3, 4]
+    assert [int(r["labels"]) for r in history] == [100, 200, 300]
+    assert [int(r["epochs"]) for r in history] == [4, 5, 6]
     assert history[-1]["acquisition_seconds"] == "" and float(history[0]["acquisition_seconds"]) >= 0
     # Ten balanced classes: chance is 0.1; a working model is far above it.
     assert float(history[-1]["test_accuracy"]) > 0.4, history[-1]
     assert float(history[-1]["test_auroc"]) > 0.8
     labeled = read_csv(run / "labeled.csv")
-    assert len(labeled) == 180 and len({r["pool_index"] for r in labeled}) == 180
-    assert [sum(r["round"] == str(k) for r in labeled) for k in range(3)] == [60, 60, 60]
+    assert len(labeled) == 300 and len({r["pool_index"] for r in labeled}) == 300
+    assert [sum(r["round"] == str(k) for r in labeled) for k in range(3)] == [100, 100, 100]
     assert (run / "checkpoints" / "last.ckpt").exists()
     events = EventAccumulator(str(run)).Reload()
-    assert [e.step for e in events.Scalars("al/test_accuracy")] == [60, 120, 180]
+    assert [e.step for e in events.Scalars("al/test_accuracy")] == [100, 200, 300]
     assert events.Scalars("al/test_accuracy")[-1].value == pytest.approx(float(history[-1]["test_accuracy"]), 1e-4)
 
 

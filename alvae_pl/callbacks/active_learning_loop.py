@@ -225,10 +225,9 @@ class ActiveLearningLoop(Callback):
     def _acquire(self, trainer: L.Trainer, model: TaskModel, budget: int) -> None:
         datamodule: ActiveDataModule = trainer.datamodule
         pool = datamodule.pool
-        if budget >= pool.num_unlabeled:
-            if budget > pool.num_unlabeled:
-                rank_zero_warn(f"Only {pool.num_unlabeled} unlabeled images are left: labeling all of them.")
-            budget = pool.num_unlabeled
+        if budget < self.budget:
+            limit = "the pool is used up" if budget == pool.num_unlabeled else "active.max_labels is reached"
+            rank_zero_warn(f"The last acquisition labels {budget} images instead of {self.budget}: then {limit}.")
         generator = torch.Generator().manual_seed(round_seed(self.seed, self.round_index))
         candidates = self.heuristic.candidates(pool.unlabeled, generator)
         if len(candidates) < budget:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import read_csv, train, without_timings
+from cli_runs import QUICK, read_csv, train, without_timings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from alvae_pl.acquisition.entropy import Entropy, prediction_entropy
@@ -145,3 +145,16 @@ def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path: Path) ->
     result = train("digits_random.yaml", tmp_path, f"--ckpt_path={foreign}")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: the checkpoint does not fit this model")
+
+
+def test_every_round_starts_from_the_round_zero_weights_with_a_fresh_optimizer(tmp_path: Path) -> None:
+    from alvae_pl.cli import main
+
+    probe = tmp_path / "probe.yaml"
+    probe.write_text("trainer:\n  callbacks:\n    - class_path: round_probe.RoundProbe\n")
+    cli = main(["fit", "--config", "configs/digits_random.yaml", "--config", str(probe),
+                f"--trainer.logger.init_args.save_dir={tmp_path}", *QUICK, "--active.epochs_first=1",
+                "--active.epochs_increment=1"])  # fmt: skip
+    rounds = next(c for c in cli.trainer.callbacks if type(c).__name__ == "RoundProbe").rounds
+    assert [r["round"] for r in rounds] == [0, 1, 2] and [r["labeled"] for r in rounds] == [60, 120, 180]
+    assert all(r["initial_weights"] and r["fresh_optimizer"] for r in rounds), rounds

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
+from alvae_pl.callbacks.progress_bar import ThrottledProgressBar
+from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.data.datamodule import ActiveDataModule
 
 
@@ -22,21 +26,17 @@ class AlvaeCLI(LightningCLI):
     """``python train.py fit --config configs/<name>.yaml``.
 
     Adds two always-present groups: ``active`` (the :class:`ActiveLearningLoop`) and ``checkpoint`` (a
-    ``ModelCheckpoint`` that writes ``last.ckpt`` after every epoch's acquisition, in the run folder
-    ``lightning_logs/<name>/<version>/checkpoints``, where ``--ckpt_path last`` finds it). Links what the
+    :class:`RunCheckpoint` that writes ``last.ckpt`` after every epoch's acquisition, or every round's, in the
+    run folder ``lightning_logs/<name>/<version>/checkpoints``, where ``--ckpt_path last`` finds it). Links what the
     data knows into the model (classes, channels, size, multi-class vs multi-label) and the one
     ``seed_everything`` into every seeded part, so configs never repeat either.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ActiveLearningLoop, "active")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.save_last": True,
-                "checkpoint.save_top_k": 1,  # without a monitor: the latest epoch; last.ckpt is only written beside it
-                "checkpoint.every_n_epochs": 1,
-                "checkpoint.save_on_train_epoch_end": True,
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "lightning_logs", "name": "default", "version": "run"},
@@ -50,6 +50,13 @@ class AlvaeCLI(LightningCLI):
             )
         for target in ("data.seed", "model.init_args.init_seed", "active.seed"):
             parser.link_arguments("seed_everything", target, _integer_seed, apply_on="parse")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Adds a :class:`ThrottledProgressBar` unless the bar is off or the user configured one."""
+        configured = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
+            callbacks = [*callbacks, ThrottledProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
 
 def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:

@@ -40,6 +40,7 @@ images swung between 0.16 s and 3.7 s), while one thread stays within a few perc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -54,6 +55,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -63,13 +65,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(REPO_ROOT))
 
+from alvae_pl.callbacks.progress_bar import ThrottledProgressBar  # noqa: E402
 from alvae_pl.data.datamodule import ActiveDataModule  # noqa: E402
 from alvae_pl.data.sources import NpzSource  # noqa: E402
 from alvae_pl.models.backbone import BackboneOutputs, resnet_forward  # noqa: E402
-from alvae_pl.models.metrics import scores  # noqa: E402
 from alvae_pl.models.task_model import TaskModel  # noqa: E402
+from alvae_pl.models.train_metrics import EpochTrainMetrics  # noqa: E402
 
 NUM_FINDINGS = 14  # ChestMNIST's findings per image
+CEILING_FP32 = "ceiling: whole step in one CUDA graph, fp32"
+CEILING_BF16 = "ceiling: whole step in one CUDA graph, bf16 + channels_last"
+ALVAE = "alvae-pl (Trainer + ActiveDataModule)"
 EVAL_IMAGES = 256  # val/test split size; never used for training, only required by the file layout
 
 
@@ -130,31 +136,33 @@ def randperm_batches(images: Tensor, targets: Tensor, batch_size: int) -> Iterab
 
 
 # ------------------------------------------------------------------------------------------------------ model
-def new_model(data: ActiveDataModule, model_class: type[TaskModel] = TaskModel) -> TaskModel:
-    """The same round-0 network for every row (``init_seed=0``)."""
+def new_model(data: ActiveDataModule, model_class: type[TaskModel] = TaskModel, **options: object) -> TaskModel:
+    """The same round-0 network for every row (``init_seed=0``); ``options`` are further ``TaskModel`` arguments."""
     return model_class(
         num_classes=data.num_classes,
         num_channels=data.num_channels,
         image_size=data.image_size,
         task=data.task,
         init_seed=0,
+        **options,
     )
 
 
 class TaskModelWithoutTrainMetrics(TaskModel):
-    """``TaskModel`` whose training step only computes the loss: no metric updates, no ``self.log``."""
+    """``TaskModel`` whose training step only computes the loss (compiled as the real one): no metric updates."""
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, targets = batch
-        return self.per_sample_loss(self(images), targets).mean()
+        forward = self._compiled_forward if self._compiled_forward is not None else self.train_forward
+        return forward(*batch)[1].mean()
 
 
 class TinyTaskModel(TaskModel):
     """``TaskModel`` with one linear layer in place of the ResNet, so that a step costs almost nothing but its
-    framework: timing it with and without Lightning isolates the per-step cost of Lightning's loop."""
+    framework: timing it with and without Lightning isolates the per-step cost of Lightning's loop. Never
+    compiled: the point is the framework's own cost."""
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs, compile=False)
         size = self.hparams.image_size
         self.tiny = nn.Linear(self.hparams.num_channels * size * size, self.hparams.num_classes)
 
@@ -195,25 +203,89 @@ def sync(device: torch.device) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- measuring
-def lightning_epochs(data: ActiveDataModule, model: TaskModel, epochs: int, device: torch.device) -> list[float]:
-    """Seconds of each epoch of ``Trainer.fit``, warm-up epoch first."""
+def lightning_epochs(
+    data: ActiveDataModule,
+    model: TaskModel,
+    epochs: int,
+    device: torch.device,
+    precision: str = "32-true",
+    progress_bar: L.Callback | None = None,
+) -> list[float]:
+    """Seconds of each epoch of ``Trainer.fit``, warm-up epoch first (it includes any compilation).
+
+    ``progress_bar``: a progress-bar callback to run (drawing to a discarded stream), or ``None`` for none.
+    """
     clock = EpochClock()
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
         max_epochs=epochs + 1,
+        precision=precision,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=progress_bar is not None,
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         # What ActiveLearningLoop.setup sets: the train loader is rebuilt from the pool every epoch.
         reload_dataloaders_every_n_epochs=1,
-        callbacks=[clock],
+        callbacks=[clock] + ([progress_bar] if progress_bar is not None else []),
     )
-    trainer.fit(model, datamodule=data)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        trainer.fit(model, datamodule=data)
+    torch._dynamo.reset()  # every row compiles afresh; no cached graphs or recompile limits carried over
     return [end - start for start, end in zip(clock.marks, clock.marks[1:], strict=False)]
+
+
+def cuda_graph_epochs(
+    data: ActiveDataModule, epochs: int, batch_size: int, device: torch.device, bf16_channels_last: bool
+) -> list[float]:
+    """The ceiling: the whole training step (zero_grad, forward, loss, backward, SGD step) captured in one CUDA
+    graph and replayed per batch, data on the device, each batch gathered into the graph's static input.
+
+    Only full batches run (a graph has one shape); epoch seconds are scaled to all images so that rows compare.
+    ``bf16_channels_last``: bf16 autocast and channels-last weights and activations.
+    """
+    model = new_model(data, compile=False).to(device).train()
+    if bf16_channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = model.configure_optimizers()
+    train = data.data.train
+    images, targets = train.images.to(device), train.targets.to(device)
+    static_images, static_targets = images[:batch_size].clone(), targets[:batch_size].clone()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=False)  # gradient buffers must keep their addresses
+        with torch.autocast("cuda", torch.bfloat16, enabled=bf16_channels_last):
+            x = model.normalize(static_images)
+            if bf16_channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = resnet_forward(model.net, x).logits
+            loss = model.per_sample_loss(logits, static_targets).mean()
+        loss.backward()
+        optimizer.step()
+
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up outside the graph: momentum buffers, cuDNN plans, allocator pools
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    full = len(images) // batch_size * batch_size
+    times = []
+    for _ in range(epochs + 1):
+        sync(device)
+        start = time.perf_counter()
+        for rows in torch.randperm(len(images), device=device)[:full].split(batch_size):
+            torch.index_select(images, 0, rows, out=static_images)
+            torch.index_select(targets, 0, rows, out=static_targets)
+            graph.replay()
+        sync(device)
+        times.append((time.perf_counter() - start) * len(images) / full)
+    return times
 
 
 def manual_epochs(
@@ -274,39 +346,47 @@ def median_ms(function: Callable[[], object], repeats: int) -> float:
 
 def lightning_overheads(data: ActiveDataModule, batch_size: int, device: torch.device) -> dict[str, float]:
     """Costs of the Lightning path's extras, each timed alone (milliseconds)."""
-    model = new_model(data).to(device)
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(batch_size, data.num_classes, generator=generator).to(device)
     targets = torch.randint(0, 2, (batch_size, data.num_classes), generator=generator).to(device)
-    probabilities = scores(logits, data.task)
+    loss = torch.rand((), generator=generator).to(device)
+    metrics = EpochTrainMetrics()
     steps = -(-len(data.pool) // batch_size)
 
     def update() -> None:
-        model.train_metrics.update(probabilities, targets)
-        sync(device)
+        metrics.update(loss, EpochTrainMetrics.correct_predictions(logits, targets), targets)
 
     def epoch_of_updates_and_compute() -> None:
-        model.train_metrics.reset()
+        metrics.reset()
         for _ in range(steps):
-            model.train_metrics.update(probabilities, targets)
-        model.train_metrics.compute()
+            update()
+        metrics.compute()
         sync(device)
 
-    update_ms = median_ms(update, 50)
+    update_ms = median_ms(update, 200)  # queued work only: a step never waits for it
     epoch_ms = median_ms(epoch_of_updates_and_compute, 5)
-    model.train_metrics.reset()
 
     # Best of several epochs: the tiny model's epochs last milliseconds, so one stray scheduler hiccup is visible.
     tiny_epochs = 10
+
+    def best_fit(model_class: type[TaskModel], bar: L.Callback | None = None) -> float:
+        return min(lightning_epochs(data, new_model(data, model_class), tiny_epochs, device, progress_bar=bar)[1:])
+
     bare = min(manual_epochs(new_model(data, TinyTaskModel), _bare_batches(data, batch_size), tiny_epochs, device)[1:])
-    fit_plain = min(lightning_epochs(data, new_model(data, TinyTaskModelWithoutTrainMetrics), tiny_epochs, device)[1:])
-    fit_logged = min(lightning_epochs(data, new_model(data, TinyTaskModel), tiny_epochs, device)[1:])
+    fit_plain = best_fit(TinyTaskModelWithoutTrainMetrics)
+    fit_metrics = best_fit(TinyTaskModel)
+    fit_project_bar = best_fit(TinyTaskModel, ThrottledProgressBar())
+    fit_lightning_bar = best_fit(TinyTaskModel, TQDMProgressBar())
+    per_step = 1e3 / steps
     return {
         "train_dataloader() rebuild": median_ms(data.train_dataloader, 20),
-        "train metrics update (torchmetrics), per step": update_ms,
-        "train metrics compute, per epoch": max(epoch_ms - steps * update_ms, 0.0),
-        "Lightning loop vs bare loop (tiny model, loss-only step), per step": (fit_plain - bare) * 1e3 / steps,
-        "training_step's metrics + self.log (tiny model), per step": (fit_logged - fit_plain) * 1e3 / steps,
+        "train metrics update (EpochTrainMetrics, device-side), per step": update_ms,
+        "train metrics compute (one read-back), per epoch": max(epoch_ms - steps * update_ms, 0.0),
+        "Lightning loop vs bare loop (tiny model, loss-only step), per step": (fit_plain - bare) * per_step,
+        "project: training_step's metrics (tiny model), per step": (fit_metrics - fit_plain) * per_step,
+        "project: progress bar (ThrottledProgressBar), per step": (fit_project_bar - fit_metrics) * per_step,
+        "project: metrics + progress bar over Lightning's loop, per step": (fit_project_bar - fit_plain) * per_step,
+        "for scale: Lightning's default TQDMProgressBar, per step": (fit_lightning_bar - fit_metrics) * per_step,
         "steps per epoch": float(steps),
     }
 
@@ -386,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     cases: list[tuple[str, str, Callable[[], list[float]]]] = [  # (kind, name, measure: seconds, warm-up first)
         (
             "train",
-            "alvae-pl (Trainer + ActiveDataModule)",
+            ALVAE,
             lambda: lightning_epochs(data, new_model(data), epochs, device),
         ),
         (
@@ -400,6 +480,29 @@ def main(argv: list[str] | None = None) -> None:
             lambda: manual_epochs(new_model(data), bare_batches, epochs, device),
         ),
     ]
+    if device.type == "cuda":
+        cases += [
+            (
+                "train",
+                "alvae-pl, compile off (--model.init_args.compile false)",
+                lambda: lightning_epochs(data, new_model(data, compile=False), epochs, device),
+            ),
+            (
+                "train",
+                "alvae-pl, --trainer.precision bf16-mixed",
+                lambda: lightning_epochs(data, new_model(data), epochs, device, precision="bf16-mixed"),
+            ),
+            (
+                "train",
+                CEILING_FP32,
+                lambda: cuda_graph_epochs(data, epochs, args.batch_size, device, bf16_channels_last=False),
+            ),
+            (
+                "train",
+                CEILING_BF16,
+                lambda: cuda_graph_epochs(data, epochs, args.batch_size, device, bf16_channels_last=True),
+            ),
+        ]
     for workers, loader in pil.items():
         cases.append(
             (
@@ -467,9 +570,16 @@ def main(argv: list[str] | None = None) -> None:
     for name, ms in overheads.items():
         per_epoch = ms * steps if "per step" in name else ms
         print(f"| {name} | {ms:.3f} | {per_epoch:.1f} |")
-    alvae_best = summary(n, measured["train", "alvae-pl (Trainer + ActiveDataModule)"])[0]
+    alvae_best = summary(n, measured["train", ALVAE])[0]
     verdict = "meets" if alvae_best >= 0.9 * bare_best else "MISSES"
     print(f"\nalvae-pl reaches {alvae_best / bare_best:.2f}x the bare loop (best epochs): {verdict} the 0.9x target.")
+    if ("train", CEILING_FP32) in measured:
+        ceiling = summary(n, measured["train", CEILING_FP32])[0]
+        verdict = "meets" if alvae_best >= 0.8 * ceiling else "MISSES"
+        print(f"alvae-pl reaches {alvae_best / ceiling:.2f}x the fp32 CUDA-graph ceiling: {verdict} the 0.8x target.")
+    project = overheads["project: metrics + progress bar over Lightning's loop, per step"]
+    verdict = "meets" if project <= 0.1 else "MISSES"
+    print(f"What the project adds per step over Lightning's loop: {project:.3f} ms: {verdict} the 0.1 ms target.")
     if max(loads) > (os.cpu_count() or 1):
         print(
             f"Warning: the load average reached {max(loads):.1f} on {os.cpu_count()} CPUs: other processes shared the "

@@ -95,7 +95,15 @@ class ActiveLearningLoop(Callback):
         self.history: list[dict[str, float | int]] = []
         self.scores = torch.empty(0)
         self._epoch_started = 0.0
+        self._checkpoint_seconds_seen = 0.0
         self._active = False
+        #: The epoch at which the latest round ended in this process (``-1``: none yet); read by ``RunCheckpoint``.
+        self.last_round_end_epoch = -1
+
+    @property
+    def active(self) -> bool:
+        """Whether this fit runs rounds of active learning (false for ``data.train_on: pool``)."""
+        return self._active
 
     # ------------------------------------------------------------------------------------------ schedule
     def round_epochs(self, round_index: int) -> int:
@@ -172,10 +180,11 @@ class ActiveLearningLoop(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: TaskModel) -> None:
         if not self._active:
             return
+        # Summed on the device during the epoch, read once here (a collective under DDP: every rank calls it).
+        # Reading it waits for the epoch's last GPU kernels, so the clock below measures the whole epoch.
+        train_accuracy = pl_module.train_epoch_metrics().get("train/accuracy", math.nan)
         self.round_train_seconds += time.perf_counter() - self._epoch_started
         epochs_done = trainer.current_epoch - self.round_start_epoch + 1
-        train_accuracy = trainer.callback_metrics.get("train/accuracy")  # computing it is a collective
-        train_accuracy = float(train_accuracy) if train_accuracy is not None else math.nan
         reached = self.train_accuracy_target is not None and train_accuracy >= self.train_accuracy_target
         if epochs_done < self.round_epochs(self.round_index) and not reached:
             return
@@ -193,17 +202,23 @@ class ActiveLearningLoop(Callback):
             "train_seconds": self.round_train_seconds,
         }
         splits = {"val": datamodule.data.val} | ({"test": datamodule.data.test} if self.evaluate_test else {})
+        started = time.perf_counter()
         for name, split in splits.items():
             logits = sharded_inference(
                 trainer,
                 model,
                 len(split),
-                lambda rows, images=split.images: {"logits": model(images[rows].to(model.device))},
+                lambda rows, name=name: {"logits": model(datamodule.split_images(name, rows).to(model.device))},
                 datamodule.eval_batch_size,
                 f"Evaluating {name}",
             )["logits"]
             metrics = compute_metrics(logits.cpu(), split.targets, model.task, model.num_classes)
             row.update({f"{name}_{metric}": value for metric, value in metrics.items()})
+        row["eval_seconds"] = time.perf_counter() - started
+        # Checkpoints written since the previous row: this round's epochs and the previous round's last epoch.
+        checkpoint_seconds = getattr(trainer.checkpoint_callback, "save_seconds", 0.0)
+        row["checkpoint_seconds"] = checkpoint_seconds - self._checkpoint_seconds_seen
+        self._checkpoint_seconds_seen = checkpoint_seconds
 
         last_round = self.round_index + 1 >= len(self._schedule) or pool.num_unlabeled == 0
         if not last_round:
@@ -212,6 +227,7 @@ class ActiveLearningLoop(Callback):
             row["acquisition_seconds"] = time.perf_counter() - started
         self.history.append(row)
         self._publish(trainer, row)
+        self.last_round_end_epoch = trainer.current_epoch
         if last_round:
             self.finished = True
             trainer.should_stop = True

@@ -19,7 +19,9 @@ HISTORY_COLUMNS = (
     "test_accuracy",
     "test_auroc",
     "train_seconds",
+    "eval_seconds",
     "acquisition_seconds",
+    "checkpoint_seconds",
 )
 LABELED_COLUMNS = ("round", "pool_index", "dataset_index", "score")
 

@@ -25,11 +25,12 @@ def sharded_inference(
     it hangs. Interleaving the gathered shards and dropping the padding restores row order exactly.
 
     Must be called on every rank (it is a collective). ``compute`` gets int64 row indices ``[b]`` and returns
-    name -> tensor ``[b, ...]`` on the module's device; it runs under ``torch.no_grad`` with the module in
-    eval mode.
+    name -> tensor ``[b, ...]`` on the module's device; it runs under ``torch.inference_mode`` with the module in
+    eval mode and in the trainer's precision (``bf16-mixed`` autocasts it, as it does training steps).
 
     Returns:
-        name -> tensor ``[num_rows, ...]`` on the module's device, identical on every rank.
+        name -> tensor ``[num_rows, ...]`` on the module's device, identical on every rank; floating-point
+        outputs in float32 whatever the precision, so that selections and metrics never see bfloat16.
     """
     world, rank = trainer.world_size, trainer.global_rank
     per_rank = -(-num_rows // world)
@@ -39,10 +40,14 @@ def sharded_inference(
     parts: dict[str, list[Tensor]] = {}
     show = trainer.is_global_zero and trainer.progress_bar_callback is not None
     try:
-        with torch.no_grad(), tqdm(total=len(mine), desc=description, disable=not show, leave=False) as bar:
+        with (
+            torch.inference_mode(),
+            trainer.precision_plugin.forward_context(),
+            tqdm(total=len(mine), desc=description, disable=not show, leave=False) as bar,
+        ):
             for rows in mine.split(batch_size):
                 for name, value in compute(rows).items():
-                    parts.setdefault(name, []).append(value)
+                    parts.setdefault(name, []).append(value.float() if value.is_floating_point() else value)
                 bar.update(len(rows))
     finally:
         module.train(was_training)

@@ -18,32 +18,43 @@ class TensorBatches(Dataset):
     labeled set is a new ``rows``, not a new copy of its images.
 
     Args:
-        tensors: aligned tensors, ``[N, ...]`` each.
-        rows: int64 ``[n]``, the rows this dataset serves (default: all ``N``).
+        tensors: aligned tensors, ``[N, ...]`` each, all on one device.
+        rows: int64 ``[n]``, the rows this dataset serves (default: all ``N``); moved to the tensors' device.
     """
 
     def __init__(self, *tensors: Tensor, rows: Tensor | None = None) -> None:
         if len({len(t) for t in tensors}) != 1:
             raise ValueError("all tensors must have the same number of rows")
         self.tensors = tensors
-        self.rows = torch.arange(len(tensors[0])) if rows is None else rows
+        device = tensors[0].device
+        self.rows = torch.arange(len(tensors[0]), device=device) if rows is None else rows.to(device)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, positions: list[int] | Tensor) -> tuple[Tensor, ...]:
-        rows = self.rows[torch.as_tensor(positions, dtype=torch.int64)]
+        rows = self.rows[torch.as_tensor(positions, dtype=torch.int64, device=self.rows.device)]
         return tuple(t[rows] for t in self.tensors)
 
 
-class SeededBatchSampler(Sampler[list[int]]):
-    """Yields lists of row indices, shuffled from ``(seed, epoch)`` and never from global RNG state.
+class SeededBatchSampler(Sampler[Tensor]):
+    """Yields int64 tensors of row indices, shuffled from ``(seed, epoch)`` and never from global RNG state.
 
-    A run resumed at epoch ``e`` therefore sees exactly the batches an uninterrupted run saw at ``e``.
+    A run resumed at epoch ``e`` therefore sees exactly the batches an uninterrupted run saw at ``e``, on any
+    device: the permutation is always drawn on the CPU, then moved to ``device`` once per epoch, so that data
+    held on a GPU is gathered there with no host-to-device copy per batch.
     Under DDP, Lightning wraps this sampler and hands whole batches to each rank.
     """
 
-    def __init__(self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0) -> None:
+    def __init__(
+        self,
+        num_rows: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        epoch: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.num_rows = num_rows
@@ -51,6 +62,7 @@ class SeededBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = epoch
+        self.device = torch.device(device)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -58,14 +70,14 @@ class SeededBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return -(-self.num_rows // self.batch_size)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[Tensor]:
         if self.shuffle:
             # Mix seed and epoch into one 63-bit seed so that (seed, epoch) pairs never collide in practice.
             generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (2**63))
             order = torch.randperm(self.num_rows, generator=generator)
         else:
             order = torch.arange(self.num_rows)
-        yield from (chunk.tolist() for chunk in order.split(self.batch_size))
+        yield from order.to(self.device).split(self.batch_size)
 
 
 def batch_loader(dataset: TensorBatches, sampler: SeededBatchSampler, num_workers: int = 0) -> DataLoader:

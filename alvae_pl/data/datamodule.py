@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cached_property
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from alvae_pl.data.batching import SeededBatchSampler, TensorBatches, batch_loader
-from alvae_pl.data.image_data import ImageData, TaskKind
+from alvae_pl.data.image_data import ImageData, ImageSplit, TaskKind
 from alvae_pl.data.label_pool import LabelPool
 from alvae_pl.data.sources.base import ImageSource
 
@@ -20,7 +21,9 @@ class ActiveDataModule(L.LightningDataModule):
     """Serves the labeled part of a pool for training, the val/test splits, and pool images for acquisition.
 
     Images stay uint8 ``[N, C, H, W]`` in memory and travel to the device as uint8; the model normalises
-    them there (4x less host-to-device traffic than float32).
+    them there (4x less host-to-device traffic than float32). On a GPU, the splits are copied to the device once
+    when they fit under ``device_data_limit_gb``: every batch is then gathered on the device, with no
+    host-to-device copy (and no host wait) per step. MNIST's three splits take 55 MB, ChestMNIST's at 28 px 88 MB.
 
     Args:
         source: where the images come from (MedMNIST, MNIST, scikit-learn digits, a user's ``.npz``).
@@ -35,6 +38,9 @@ class ActiveDataModule(L.LightningDataModule):
         train_on: ``labeled`` trains on the labeled set (the task model); ``pool`` trains on every pool
             image, labels unused (the task-agnostic VAE).
         seed: seeds each epoch's shuffle together with the epoch number.
+        data_on_device: keep a copy of the splits on the training device. ``None`` (default): on a CUDA device
+            when they fit under ``device_data_limit_gb``; ``false``: never; ``true``: always.
+        device_data_limit_gb: the most device memory the automatic choice gives the data (images and targets).
     """
 
     def __init__(
@@ -48,6 +54,8 @@ class ActiveDataModule(L.LightningDataModule):
         num_workers: int = 0,
         train_on: Literal["labeled", "pool"] = "labeled",
         seed: int = 0,
+        data_on_device: bool | None = None,
+        device_data_limit_gb: float = 4.0,
     ) -> None:
         super().__init__()
         self.source = source
@@ -59,6 +67,9 @@ class ActiveDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.train_on = train_on
         self.seed = seed
+        self.data_on_device = data_on_device
+        self.device_data_limit_gb = device_data_limit_gb
+        self._served: ImageData | None = None
 
     @cached_property
     def data(self) -> ImageData:
@@ -85,9 +96,38 @@ class ActiveDataModule(L.LightningDataModule):
     def task(self) -> TaskKind:
         return self.data.task
 
+    def setup(self, stage: str) -> None:
+        """Copy the splits to the training device when ``data_on_device`` asks for it (see the class docstring)."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        data = self.data
+        size_gb = sum(split.images.nbytes + split.targets.nbytes for split in (data.train, data.val, data.test)) / 2**30
+        wanted = self.data_on_device
+        if wanted is None:
+            wanted = device.type == "cuda" and size_gb <= self.device_data_limit_gb
+        if not wanted or device.type == "cpu":
+            self._served = None
+            return
+
+        def moved(split: ImageSplit) -> ImageSplit:
+            return ImageSplit(split.images.to(device), split.targets.to(device))
+
+        self._served = dataclasses.replace(data, train=moved(data.train), val=moved(data.val), test=moved(data.test))
+
+    @property
+    def served(self) -> ImageData:
+        """The splits batches are gathered from: the device copy after ``setup`` put one there, else ``data``."""
+        return self._served if self._served is not None else self.data
+
     def pool_images(self, positions: Tensor) -> Tensor:
-        """uint8 ``[n, C, H, W]`` images of pool positions ``[n]``."""
-        return self.data.train.images[self.pool.dataset_indices[positions]]
+        """uint8 ``[n, C, H, W]`` images of pool positions ``[n]``, on the device the data is served from."""
+        rows = self.pool.dataset_indices[positions]
+        images = self.served.train.images
+        return images[rows.to(images.device)]
+
+    def split_images(self, split: Literal["val", "test"], rows: Tensor) -> Tensor:
+        """uint8 ``[n, C, H, W]`` images of rows ``[n]`` of the validation or test split."""
+        images = getattr(self.served, split).images
+        return images[rows.to(images.device)]
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -100,20 +140,26 @@ class ActiveDataModule(L.LightningDataModule):
         """
         positions = self.pool.labeled if self.train_on == "labeled" else torch.arange(len(self.pool))
         rows = self.pool.dataset_indices[positions]
-        split = self.data.train
+        split = self.served.train
         dataset = TensorBatches(split.images, split.targets, rows=rows)
-        sampler = SeededBatchSampler(len(rows), self.batch_size, shuffle=True, seed=self.seed, epoch=self._epoch())
-        return batch_loader(dataset, sampler, self.num_workers)
+        sampler = SeededBatchSampler(
+            len(rows), self.batch_size, shuffle=True, seed=self.seed, epoch=self._epoch(), device=split.images.device
+        )
+        return batch_loader(dataset, sampler, self._workers(split))
 
-    def _eval_loader(self, images: Tensor, targets: Tensor) -> DataLoader:
-        sampler = SeededBatchSampler(len(images), self.eval_batch_size, shuffle=False)
-        return batch_loader(TensorBatches(images, targets), sampler, self.num_workers)
+    def _eval_loader(self, split: ImageSplit) -> DataLoader:
+        sampler = SeededBatchSampler(len(split), self.eval_batch_size, shuffle=False, device=split.images.device)
+        return batch_loader(TensorBatches(split.images, split.targets), sampler, self._workers(split))
+
+    def _workers(self, split: ImageSplit) -> int:
+        # Worker processes cannot hand out CUDA tensors; batches of device-resident data need none anyway.
+        return 0 if split.images.device.type != "cpu" else self.num_workers
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.data.val.images, self.data.val.targets)
+        return self._eval_loader(self.served.val)
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.data.test.images, self.data.test.targets)
+        return self._eval_loader(self.served.test)
 
     def state_dict(self) -> dict[str, Any]:
         return {"pool": self.pool.state_dict()}

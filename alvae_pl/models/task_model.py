@@ -19,8 +19,10 @@ from alvae_pl.models.backbone import (
     build_resnet18,
     resnet_forward,
 )
+from alvae_pl.models.compiled_forward import CompiledForward
 from alvae_pl.models.loss_prediction import LossPredictionHead, pairwise_margin_loss
 from alvae_pl.models.metrics import classification_metrics, scores
+from alvae_pl.models.train_metrics import EpochTrainMetrics
 
 
 class TaskModel(L.LightningModule):
@@ -54,6 +56,14 @@ class TaskModel(L.LightningModule):
         loss_hidden_dim: width of the head's per-block layer.
         vae_checkpoint: VAE checkpoint whose encoder mean joins the head's representation.
         vae_alpha: scale of the VAE features.
+        compile: compile the training forward pass with ``torch.compile`` (full batches; the last partial batch
+            of an epoch runs eagerly). ``None`` (default): on when training on a CUDA GPU, where a ResNet-18 step
+            on small images is bound by kernel launches, off elsewhere. Falls back to eager with one warning
+            where compilation is unavailable.
+        compile_mode: ``torch.compile`` mode; ``reduce-overhead`` replays each step as CUDA graphs.
+        compile_backend: ``torch.compile`` backend (``aot_eager`` traces without generating code: for tests).
+        train_auroc: also compute the training AUROC each epoch (``train/auroc``). Off by default: it stores
+            every training prediction of the epoch and costs host time every step.
     """
 
     def __init__(
@@ -75,6 +85,10 @@ class TaskModel(L.LightningModule):
         loss_hidden_dim: int = 128,
         vae_checkpoint: str | None = None,
         vae_alpha: float = 1.0,
+        compile: bool | None = None,
+        compile_mode: str | None = "reduce-overhead",
+        compile_backend: str = "inductor",
+        train_auroc: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -113,7 +127,11 @@ class TaskModel(L.LightningModule):
         # A plain attribute, not a buffer: it must not travel into checkpoints or be overwritten by them.
         self._initial_state = copy.deepcopy(self._trainable_state())
         self._detach_loss_head = False
-        self.train_metrics = classification_metrics(task, num_classes).clone(prefix="train/")
+        self.epoch_train_metrics = EpochTrainMetrics()
+        self.train_auroc = classification_metrics(task, num_classes)["auroc"].clone() if train_auroc else None
+        self._compiled_forward: CompiledForward | None = None
+        self._train_metrics: dict[str, float] = {}
+        self._train_metrics_epoch: int | None = None
         self.val_metrics = classification_metrics(task, num_classes).clone(prefix="val/")
         self.test_metrics = classification_metrics(task, num_classes).clone(prefix="test/")
 
@@ -161,21 +179,71 @@ class TaskModel(L.LightningModule):
         return F.cross_entropy(logits, targets, reduction="none")
 
     # ------------------------------------------------------------------------------------------- training
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, targets = batch
+    def on_fit_start(self) -> None:
+        """Compile the training forward pass for the device and batch size this fit runs with."""
+        compile_ = self.hparams.compile if self.hparams.compile is not None else self.device.type == "cuda"
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if compile_ and batch_size is not None and self._compiled_forward is None:
+            self._compiled_forward = CompiledForward(
+                self.train_forward, batch_size, self.hparams.compile_mode, self.hparams.compile_backend
+            )
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_train_metrics.reset()
+        self._train_metrics_epoch: int | None = None
+        if self.train_auroc is not None:
+            self.train_auroc.reset()
+
+    def train_forward(self, images: Tensor, targets: Tensor) -> tuple[BackboneOutputs, Tensor, Tensor]:
+        """What a training step computes before any head: the forward pass, per-image losses ``[B]`` and the
+        batch's correct predictions (0-d int64). One pure function, so that it compiles into one graph."""
         outputs = self.forward_features(images)
         losses = self.per_sample_loss(outputs.logits, targets)
-        loss = losses.mean()
+        return outputs, losses, EpochTrainMetrics.correct_predictions(outputs.logits.detach(), targets)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, targets = batch
+        if self._clears_gradients_itself():
+            # Before the forward pass, as a plain PyTorch loop does (Lightning clears them between forward and
+            # backward): a step replayed as CUDA graphs then never runs while the previous step's gradients,
+            # which may live in the graphs' memory pool, are still alive.
+            self.optimizers().zero_grad(set_to_none=True)
+        forward = self._compiled_forward if self._compiled_forward is not None else self.train_forward
+        outputs, losses, correct = forward(images, targets)
+        task_loss = losses.mean()
+        loss, margin_loss = task_loss, None
         if self.loss_head is not None:
             blocks = tuple(b.detach() for b in outputs.blocks) if self._detach_loss_head else outputs.blocks
             predicted = self.loss_head(blocks, self.vae_features(images))
             margin_loss = pairwise_margin_loss(predicted, losses.detach(), self.hparams.loss_margin)
-            self.log("train/loss_prediction", margin_loss, on_step=False, on_epoch=True, sync_dist=True)
-            loss = loss + self.hparams.loss_prediction_weight * margin_loss
-        self.train_metrics.update(scores(outputs.logits.detach(), self.task), targets)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+            loss = task_loss + self.hparams.loss_prediction_weight * margin_loss
+        # Device-side sums only: nothing in a step waits for the GPU.
+        self.epoch_train_metrics.update(task_loss, correct, targets, margin_loss)
+        if self.train_auroc is not None:
+            self.train_auroc.update(scores(outputs.logits.detach(), self.task), targets)
         return loss
+
+    def train_epoch_metrics(self) -> dict[str, float]:
+        """The finished epoch's ``train/loss``, ``train/accuracy`` (and ``train/loss_prediction``), over all ranks.
+
+        A collective under DDP: every rank calls it (the active-learning loop does, at every epoch's end).
+        Computed once per epoch; later calls return the same numbers.
+        """
+        epoch = self.trainer.current_epoch
+        if self._train_metrics_epoch != epoch:
+            reduce_sum = lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
+            values = self.epoch_train_metrics.compute(reduce_sum)
+            if self.train_auroc is not None and values:
+                values["auroc"] = self.train_auroc.compute()
+            self._train_metrics = {f"train/{name}": float(value) for name, value in values.items()}
+            self._train_metrics_epoch = epoch
+        return self._train_metrics
+
+    def on_train_epoch_end(self) -> None:
+        metrics = self.train_epoch_metrics()
+        # Already reduced over ranks; progress bar shows the loss and accuracy.
+        for name, value in metrics.items():
+            self.log(name, value, prog_bar=name in ("train/loss", "train/accuracy"), on_epoch=True)
 
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], metrics: nn.Module, stage: str) -> None:
         images, targets = batch
@@ -189,6 +257,14 @@ class TaskModel(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluation_step(batch, self.test_metrics, "test")
+
+    def _clears_gradients_itself(self) -> bool:
+        return self._trainer is not None and self.trainer.accumulate_grad_batches == 1
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        """Lightning's zeroing, unless ``training_step`` already cleared the gradients before its forward pass."""
+        if not self._clears_gradients_itself():
+            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(

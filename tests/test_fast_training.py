@@ -1,0 +1,160 @@
+"""The fast training path: device-side train metrics, compiled steps, one checkpoint file per epoch or round."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from cli_runs import read_csv, train, without_timings
+from torchmetrics import Accuracy
+
+from alvae_pl.cli import main
+from alvae_pl.models.compiled_forward import CompiledForward
+from alvae_pl.models.train_metrics import EpochTrainMetrics
+
+# aot_eager traces the step into a graph and runs it without generating code: the compiled path's plumbing
+# (full batches compiled, the partial one eager, resets, resume) at CPU speed.
+COMPILED = [
+    "--model.init_args.compile=true",
+    "--model.init_args.compile_backend=aot_eager",
+    "--model.init_args.compile_mode=null",
+]
+
+
+def kill_switch_config(init_args: str) -> str:
+    """A config adding ``kill_switch.KillSwitch`` with ``init_args`` (a YAML mapping) to the trainer's callbacks."""
+    return f"trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {init_args}\n"
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_epoch_train_metrics_equal_torchmetrics_and_the_mean_loss(task: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    classes = 5
+    reference = (
+        Accuracy(task="multilabel", num_labels=classes, average="micro")
+        if task == "multilabel"
+        else Accuracy(task="multiclass", num_classes=classes)
+    )
+    metrics, losses = EpochTrainMetrics(), []
+    for size in (8, 8, 3):  # a last partial batch, as an epoch has
+        logits = torch.randn(size, classes, generator=generator)
+        if task == "multilabel":
+            targets = torch.randint(0, 2, (size, classes), generator=generator)
+            per_image = F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none").mean(1)
+            reference.update(logits.sigmoid(), targets)
+        else:
+            targets = torch.randint(0, classes, (size,), generator=generator)
+            per_image = F.cross_entropy(logits, targets, reduction="none")
+            reference.update(logits.softmax(1), targets)
+        metrics.update(per_image.mean(), EpochTrainMetrics.correct_predictions(logits, targets), targets)
+        losses.append(per_image)
+    computed = metrics.compute()
+    assert float(computed["accuracy"]) == pytest.approx(float(reference.compute()), abs=1e-6)
+    assert float(computed["loss"]) == pytest.approx(float(torch.cat(losses).mean()), rel=1e-6)
+    metrics.reset()
+    assert metrics.compute() == {}
+
+
+def test_compiled_forward_compiles_full_batches_once_and_runs_the_rest_eagerly() -> None:
+    graphs = []
+
+    def counting_backend(graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(graph)
+        return graph.forward
+
+    forward = CompiledForward(lambda x, y: x * 2 + y, batch_size=4, mode=None, backend=counting_backend)
+    for size in (4, 4, 3, 4, 1):
+        out = forward(torch.ones(size), torch.full((size,), 3.0))
+        assert torch.equal(out, torch.full((size,), 5.0))
+    assert len(graphs) == 1  # the full batch, compiled once; partial batches never trigger a compilation
+    assert forward.active
+
+
+def test_a_failing_compiler_warns_once_and_the_model_trains_eagerly() -> None:
+    def failing_backend(graph: torch.fx.GraphModule, example_inputs: list) -> object:
+        raise RuntimeError("no C++ compiler on this machine")
+
+    forward = CompiledForward(lambda x: x + 1, batch_size=2, mode=None, backend=failing_backend)
+    with pytest.warns(UserWarning, match="training eagerly instead .*compile false"):
+        assert torch.equal(forward(torch.zeros(2)), torch.ones(2))
+    assert not forward.active
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        assert torch.equal(forward(torch.zeros(2)), torch.ones(2))
+
+
+def test_compiled_training_killed_and_resumed_gives_the_eager_records(tmp_path: Path) -> None:
+    # Batch 16 over 60/120/180 labels: every epoch ends with a partial batch, which runs eagerly. Learning loss:
+    # the loss-prediction head trains on the compiled backbone's block outputs. Killed at the checkpoint of the
+    # first round's last epoch (after acquisition, weight reset and new optimizer), then resumed.
+    batch = "--data.batch_size=16"
+    reference = train("digits_lossnet.yaml", tmp_path / "eager", batch, "--model.init_args.compile=false")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    folder = tmp_path / "compiled"
+    folder.mkdir()
+    switch = folder / "kill.yaml"
+    switch.write_text(kill_switch_config("{at_checkpoint_of_epoch: 1}"))
+    killed = train("digits_lossnet.yaml", folder, batch, *COMPILED, "--config", str(switch))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = train("digits_lossnet.yaml", folder, batch, *COMPILED, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "training eagerly" not in resumed.stderr
+    expected, actual = tmp_path / "eager" / "digits_lossnet" / "seed_0", folder / "digits_lossnet" / "seed_0"
+    assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
+    assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
+
+
+@pytest.mark.parametrize(("every", "written_at"), [("epoch", [0, 1, 2, 3, 4, 5, 6, 7, 8]), ("round", [1, 4, 8])])
+def test_one_checkpoint_file_written_every_epoch_or_every_round(tmp_path: Path, every: str, written_at: list) -> None:
+    probe = tmp_path / "probe.yaml"
+    probe.write_text("trainer:\n  callbacks:\n    - class_path: checkpoint_probe.CheckpointProbe\n")
+    quick = ["--trainer.enable_progress_bar=false", "--data.initial_labels=60", "--data.batch_size=30"]
+    schedule = [
+        "--active.budget=60",
+        "--active.max_labels=180",
+        "--active.epochs_first=2",
+        "--active.epochs_increment=1",
+    ]
+    cli = main(
+        [
+            "fit",
+            "--config",
+            "configs/digits_random.yaml",
+            "--config",
+            str(probe),
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--checkpoint.every={every}",
+            *quick,
+            *schedule,
+        ]
+    )
+    run = tmp_path / "digits_random" / "seed_0"
+    assert next(c for c in cli.trainer.callbacks if type(c).__name__ == "CheckpointProbe").epochs == written_at
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    history = read_csv(run / "history.csv")
+    # A round's seconds add up: training, evaluation, acquisition and checkpoint writing, each recorded.
+    assert all(float(row["eval_seconds"]) > 0 and float(row["checkpoint_seconds"]) >= 0 for row in history)
+    assert float(history[1]["checkpoint_seconds"]) > 0  # round one's epochs and round zero's last checkpoint
+
+
+def test_a_round_killed_mid_way_resumes_from_its_start_with_round_checkpoints(tmp_path: Path) -> None:
+    every_round = "--checkpoint.every=round"
+    reference = train("digits_entropy.yaml", tmp_path / "reference", every_round)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    switch = folder / "kill.yaml"
+    # Round one (120 labels, batch 30: 4 steps per epoch) starts at step 4; step 9 is in its second epoch.
+    switch.write_text(
+        "trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {at_step: 9}\n"
+    )
+    killed = train("digits_entropy.yaml", folder, every_round, "--config", str(switch))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = train("digits_entropy.yaml", folder, every_round, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, actual = tmp_path / "reference" / "digits_entropy" / "seed_0", folder / "digits_entropy" / "seed_0"
+    assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
+    assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))

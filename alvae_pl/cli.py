@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, Trainer
@@ -14,6 +15,9 @@ from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
 from alvae_pl.callbacks.progress_bar import ThrottledProgressBar
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.data.datamodule import ActiveDataModule
+
+#: Files whose presence means a run folder holds a run.
+RUN_RECORDS = ("history.csv", "labeled.csv", "checkpoints/last.ckpt")
 
 
 def _integer_seed(seed: int | bool) -> int:
@@ -51,6 +55,21 @@ class AlvaeCLI(LightningCLI):
         for target in ("data.seed", "model.init_args.init_seed", "active.seed"):
             parser.link_arguments("seed_everything", target, _integer_seed, apply_on="parse")
 
+    def before_fit(self) -> None:
+        """Refuse to mix a new run into a run folder that holds one: nothing already written may change."""
+        if self.config[self.subcommand].get("ckpt_path") is not None:
+            return  # resuming (or starting from) a checkpoint: the folder's records are rewritten from its state
+        logger = self.trainer.logger
+        folder = Path(logger.log_dir) if logger is not None and logger.log_dir is not None else None
+        if folder is None:
+            return
+        found = [name for name in RUN_RECORDS if (folder / name).exists()]
+        if found:
+            raise FileExistsError(
+                f"{folder} already holds a run ({', '.join(found)}): continue it with --ckpt_path last, or start a "
+                "new one in another folder with --trainer.logger.init_args.version <name>"
+            )
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         """Adds a :class:`ThrottledProgressBar` unless the bar is off or the user configured one."""
         configured = [*(config.get("callbacks") or []), *callbacks]
@@ -73,8 +92,10 @@ def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
     except (OSError, ValueError) as error:  # missing or unreadable files, failed downloads, bad settings
         if os.environ.get("ALVAE_DEBUG"):
             raise
-        # jsonargparse wraps errors raised while computing linked arguments: report the original one.
-        while isinstance(error.__cause__ or error.__context__, (OSError, ValueError)):
-            error = error.__cause__ or error.__context__
+        # jsonargparse wraps errors raised while computing linked arguments (``raise ... from original``): report
+        # the original. Only explicit causes are followed: an error raised while handling another (a download
+        # that failed offline, say) is the one that says what to do, not the socket error under it.
+        while isinstance(error.__cause__, (OSError, ValueError)):
+            error = error.__cause__
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

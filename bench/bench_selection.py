@@ -1,10 +1,27 @@
 """Time and peak memory of core-set and MedAL selection against straightforward reference code.
 
     python bench/bench_selection.py [--sizes 10000 30000 100000 300000] [--dim 544] [--budget 3000] [--labeled 3000]
+        [--device cpu|cuda] [--algorithms auto|lazy|dense ...] [--no-reference]
 
 Every case (method x pool size x implementation) runs in a fresh subprocess, so that its peak resident memory
 (``ru_maxrss``) is its own; "peak MiB" is that peak minus the resident memory just before selection started,
 with the features already in memory, i.e. an upper bound on what the selection itself allocated.
+
+``--device cuda`` times ours on the GPU: the features are made on the CPU as always, moved to the GPU before the
+clock starts, and a small selection first warms up CUDA and cuBLAS; the clock stops after
+``torch.cuda.synchronize()``. "peak MiB" is then GPU memory: ``torch.cuda.max_memory_allocated`` (reset just
+before selection) minus what was allocated then (the features), i.e. what the selection itself allocated at its
+peak. The references always run on the CPU, as a CPU baseline for the GPU time ("speedup" compares the two);
+``--no-reference`` skips them, e.g. for a quick GPU check (18 s in all on an H200, most of it making features)::
+
+    python bench/bench_selection.py --device cuda --sizes 300000 --no-reference
+
+``--algorithms`` picks core-set's k-center algorithm, one row each: ``auto`` (lazy on the CPU, dense on a GPU),
+``lazy`` or ``dense`` (see ``alvae_pl.acquisition.coreset.k_center_greedy``); the "algorithm" column says which
+ran. MedAL has one algorithm, a dense pass per pick. To learn which k-center algorithm is faster on a GPU::
+
+    python bench/bench_selection.py --device cuda --sizes 300000 --no-reference \\
+        --methods coreset --algorithms lazy dense
 
 The references are what common active-learning code does, with one ``sklearn.metrics.pairwise_distances`` call
 per pick on the same float32 features:
@@ -26,6 +43,7 @@ embeddings), or ``isotropic``, standard normal; float32, seeded; labeled points 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -44,7 +62,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(REPO_ROOT))
 
-from alvae_pl.acquisition.coreset import k_center_greedy  # noqa: E402
+from alvae_pl.acquisition.coreset import ALGORITHMS, choose_algorithm, k_center_greedy  # noqa: E402
 from alvae_pl.acquisition.medal import greedy_mean_distance  # noqa: E402
 
 
@@ -76,12 +94,30 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def ours(method: str, pool: torch.Tensor, labeled: torch.Tensor, budget: int) -> dict:
-    select = k_center_greedy if method == "coreset" else greedy_mean_distance
+def ours(method: str, algorithm: str, pool: torch.Tensor, labeled: torch.Tensor, budget: int) -> dict:
+    """Times one selection on the features' device; on CUDA also measures its GPU memory ("peak_mib")."""
+    if method == "coreset":
+        select = functools.partial(k_center_greedy, algorithm=algorithm)
+        ran = choose_algorithm(algorithm, pool.device)
+    else:
+        select, ran = greedy_mean_distance, "dense"
+    cuda = pool.device.type == "cuda"
+    if cuda:
+        # CUDA context, cuBLAS handles and lazily loaded kernels cost far more than a selection's first picks.
+        select(pool[:4096], labeled[:1024], 8, torch.Generator().manual_seed(0))
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        allocated_before = torch.cuda.memory_allocated()
     start = time.perf_counter()
     selection = select(pool, labeled, budget, torch.Generator().manual_seed(0))
+    if cuda:
+        torch.cuda.synchronize()  # the selection returns CPU tensors, so this is belt and braces
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "picks": selection.positions.tolist(), "timed_picks": budget, "extrapolated": False}
+    result = {"seconds": seconds, "picks": selection.positions.tolist(), "timed_picks": budget, "extrapolated": False}
+    result["algorithm"] = ran
+    if cuda:
+        result["peak_mib"] = (torch.cuda.max_memory_allocated() - allocated_before) / 2**20
+    return result
 
 
 def reference_coreset(pool: np.ndarray, labeled: np.ndarray, budget: int, max_picks: int, max_seconds: float) -> dict:
@@ -118,21 +154,24 @@ def reference_medal(pool: np.ndarray, labeled: np.ndarray, budget: int, max_pick
 def run_case(args: argparse.Namespace) -> None:
     """Worker: one implementation on one pool, printing a JSON line."""
     pool, labeled = make_features(args.size, args.labeled, args.dim, args.data)
+    if args.impl == "ours" and args.device != "cpu":
+        pool, labeled = pool.to(args.device), labeled.to(args.device)
     rss_before = current_rss_mib()
     if args.impl == "ours":
-        result = ours(args.method, pool, labeled, args.budget)
+        result = ours(args.method, args.algorithm, pool, labeled, args.budget)
     else:
         reference = reference_coreset if args.method == "coreset" else reference_medal
         result = reference(pool.numpy(), labeled.numpy(), args.budget, args.ref_picks, args.ref_seconds)
-    result["peak_mib"] = max(peak_rss_mib() - rss_before, 0.0)
+    result.setdefault("peak_mib", max(peak_rss_mib() - rss_before, 0.0))
     print(json.dumps(result))
 
 
-def spawn(method: str, impl: str, size: int, args: argparse.Namespace) -> dict:
+def spawn(method: str, impl: str, size: int, args: argparse.Namespace, algorithm: str = "auto") -> dict:
     command = [
         sys.executable, __file__, "--worker", method, impl, "--size", str(size), "--dim", str(args.dim),
         "--budget", str(args.budget), "--labeled", str(args.labeled), "--ref-picks", str(args.ref_picks),
-        "--ref-seconds", str(args.ref_seconds), "--data", args.data,
+        "--ref-seconds", str(args.ref_seconds), "--data", args.data, "--device", args.device,
+        "--algorithm", algorithm,
     ]  # fmt: skip
     env = dict(os.environ)
     if args.threads:
@@ -156,38 +195,54 @@ def main() -> None:
     parser.add_argument("--ref-seconds", type=float, default=30.0, help="most seconds a reference spends picking")
     parser.add_argument("--data", choices=("clustered", "isotropic"), default="clustered", help="feature distribution")
     parser.add_argument("--threads", type=int, default=0, help="threads for torch and BLAS (default: all cores)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where ours runs (references: CPU)")
+    parser.add_argument(
+        "--algorithms", nargs="+", choices=ALGORITHMS, default=["auto"], help="core-set's k-center algorithm(s)"
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip the (CPU, sklearn) references")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "IMPL"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.method, args.impl = args.worker
         run_case(args)
         return
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.machine()} CPU"
     print(
-        f"torch {torch.__version__}, {args.threads or os.cpu_count()} threads, {platform.machine()}, "
-        f"{os.cpu_count()} cores; {args.data} features, dim {args.dim}, budget {args.budget}, labeled {args.labeled}\n"
+        f"torch {torch.__version__}, ours on {device}; {args.threads or os.cpu_count()} threads, {os.cpu_count()} "
+        f"cores; {args.data} features, dim {args.dim}, budget {args.budget}, labeled {args.labeled}\n"
     )
-    columns = ["method", "pool size", "ours s", "reference s", "speedup", "our peak MiB", "reference peak MiB"]
-    columns += ["features MiB", "agree"]
+    columns = ["method", "algorithm", "pool size", "ours s", "reference s (CPU)", "speedup", "our peak MiB"]
+    columns += ["reference peak MiB", "features MiB", "agree"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for method in args.methods:
         for size in args.sizes:
-            ours_result = spawn(method, "ours", size, args)
-            reference = spawn(method, "reference", size, args)
-            k = reference["timed_picks"]
-            agree = ours_result["picks"][:k] == reference["picks"]
-            reference_seconds = f"{reference['seconds']:.1f}"
-            if reference["extrapolated"]:
-                reference_seconds += f" (extrapolated from {k} picks)"
-            print(
-                f"| {method} | {size} | {ours_result['seconds']:.1f} | {reference_seconds} | "
-                f"{reference['seconds'] / ours_result['seconds']:.1f}x | {ours_result['peak_mib']:.0f} | "
-                f"{reference['peak_mib']:.0f} | {size * args.dim * 4 / 2**20:.0f} | "
-                f"{'yes' if agree else 'NO'} ({k} picks) |",
-                flush=True,
-            )
+            # One reference per pool, shared by the rows of every algorithm.
+            reference = None if args.no_reference else spawn(method, "reference", size, args)
+            for algorithm in args.algorithms if method == "coreset" else ["auto"]:
+                ours_result = spawn(method, "ours", size, args, algorithm)
+                cells = [method, ours_result["algorithm"], str(size), f"{ours_result['seconds']:.2f}"]
+                if reference is None:
+                    cells += ["-", "-", f"{ours_result['peak_mib']:.0f}", "-"]
+                else:
+                    k = reference["timed_picks"]
+                    reference_seconds = f"{reference['seconds']:.1f}"
+                    if reference["extrapolated"]:
+                        reference_seconds += f" (extrapolated from {k} picks)"
+                    cells += [reference_seconds, f"{reference['seconds'] / ours_result['seconds']:.1f}x"]
+                    cells += [f"{ours_result['peak_mib']:.0f}", f"{reference['peak_mib']:.0f}"]
+                cells.append(f"{size * args.dim * 4 / 2**20:.0f}")
+                if reference is None:
+                    cells.append("-")
+                else:
+                    agree = ours_result["picks"][:k] == reference["picks"]
+                    cells.append(f"{'yes' if agree else 'NO'} ({k} picks)")
+                print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.error import URLError
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from alvae_pl.acquisition.entropy import Entropy, prediction_entropy
 from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
+from alvae_pl.cli import main
 
 
 def test_schedule_follows_the_paper_and_ends_with_what_is_left() -> None:
@@ -139,6 +141,41 @@ def test_missing_medmnist_file_names_path_url_and_flag(tmp_path: Path) -> None:
     assert "download" in message and "Traceback" not in result.stderr
 
 
+#: Every shipped config that reads a downloadable data set (MedMNIST or torchvision's MNIST).
+DOWNLOADING_CONFIGS = sorted(
+    path.name
+    for path in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")
+    if path.name.startswith(("mnist_", "chestmnist_", "vae_mnist", "vae_chestmnist"))
+)
+
+
+@pytest.mark.parametrize("config", DOWNLOADING_CONFIGS)
+def test_every_shipped_config_offline_says_where_the_data_goes(
+    config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", offline)
+    root = tmp_path / "data"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                f"configs/{config}",
+                f"--data.source.init_args.root={root}",
+                f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+            ]
+        )
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    # The project's own message (where the file goes, what to do), not the socket error underneath it.
+    assert message.startswith("error: downloading") and str(root) in message, message
+    assert "put" in message and ("https://" in message or "ubyte" in message), message
+    assert not (tmp_path / "logs").exists()  # nothing written
+
+
 def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"encoder.weight": torch.zeros(3)}, "pytorch-lightning_version": "2.6.6"}, foreign)
@@ -148,8 +185,6 @@ def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path: Path) ->
 
 
 def test_every_round_starts_from_the_round_zero_weights_with_a_fresh_optimizer(tmp_path: Path) -> None:
-    from alvae_pl.cli import main
-
     probe = tmp_path / "probe.yaml"
     probe.write_text("trainer:\n  callbacks:\n    - class_path: round_probe.RoundProbe\n")
     cli = main(["fit", "--config", "configs/digits_random.yaml", "--config", str(probe),
@@ -158,3 +193,15 @@ def test_every_round_starts_from_the_round_zero_weights_with_a_fresh_optimizer(t
     rounds = next(c for c in cli.trainer.callbacks if type(c).__name__ == "RoundProbe").rounds
     assert [r["round"] for r in rounds] == [0, 1, 2] and [r["labeled"] for r in rounds] == [60, 120, 180]
     assert all(r["initial_weights"] and r["fresh_optimizer"] for r in rounds), rounds
+
+
+def test_a_run_folder_that_holds_a_run_is_never_trained_into_again(tmp_path: Path) -> None:
+    first = train("digits_random.yaml", tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "digits_random" / "seed_0"
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    again = train("digits_random.yaml", tmp_path)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    message = again.stderr.strip().splitlines()[-1]
+    assert message.startswith("error:") and "already holds a run" in message and "--ckpt_path last" in message
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before

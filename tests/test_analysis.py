@@ -40,23 +40,23 @@ def write_history(path: Path, val_accuracy: list[float], labels: list[int] = LAB
     """A history.csv as a run writes it; acquisition_seconds is empty for the last round."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HISTORY_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
         for index, (n_labels, accuracy) in enumerate(zip(labels, val_accuracy, strict=True)):
             last = index == len(labels) - 1
             writer.writerow(
-                [
-                    index,
-                    n_labels,
-                    10 + 5 * index,
-                    1.0,
-                    repr(accuracy),
-                    0.9,
-                    repr(accuracy - 0.01),
-                    0.88,
-                    1.5,
-                    "" if last else 0.25,
-                ]
+                {
+                    "round": index,
+                    "labels": n_labels,
+                    "epochs": 10 + 5 * index,
+                    "train_accuracy": 1.0,
+                    "val_accuracy": repr(accuracy),
+                    "val_auroc": 0.9,
+                    "test_accuracy": repr(accuracy - 0.01),
+                    "test_auroc": 0.88,
+                    "train_seconds": 1.5,
+                    "acquisition_seconds": "" if last else 0.25,
+                }
             )
 
 

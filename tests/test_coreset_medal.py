@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -12,9 +14,9 @@ import pytest
 import torch
 from sklearn.metrics import pairwise_distances
 
-from alvae_pl.acquisition import coreset
-from alvae_pl.acquisition.coreset import CoreSet, k_center_greedy
-from alvae_pl.acquisition.feature_space import FeatureSpace
+from alvae_pl.acquisition import coreset, medal
+from alvae_pl.acquisition.coreset import CoreSet, choose_algorithm, k_center_greedy
+from alvae_pl.acquisition.feature_space import FeatureSpace, prepare_points
 from alvae_pl.acquisition.medal import MedAL, greedy_mean_distance
 from alvae_pl.data.image_data import ImageData, ImageSplit
 
@@ -77,8 +79,11 @@ def clustered_points(n: int, m: int, dim: int, seed: int) -> tuple[torch.Tensor,
     return points[:n], points[n:]
 
 
+K_CENTER_ALGORITHMS = ["lazy", "dense"]
+# Both k-center algorithms run on the CPU here: forcing "dense" checks the GPU's algorithm without a GPU.
 GREEDY = {
-    "k_center": (k_center_greedy, brute_force_k_center),
+    "k_center_lazy": (partial(k_center_greedy, algorithm="lazy"), brute_force_k_center),
+    "k_center_dense": (partial(k_center_greedy, algorithm="dense"), brute_force_k_center),
     "mean_distance": (greedy_mean_distance, brute_force_mean_distance),
 }
 # (n candidates, m labeled, dim, budget, chunk_size): chunks smaller than n and m exercise the blockwise sums.
@@ -104,13 +109,15 @@ def test_k_center_measures_few_distances_per_pick_and_still_equals_brute_force(m
     measured = []
 
     def counting(x, x_sq, rows, centers, *args):
-        measured.append(len(rows) * len(centers))
+        measured.append((len(x) if rows is None else len(rows)) * len(centers))
         return nearest_squared_distances(x, x_sq, rows, centers, *args)
 
     nearest_squared_distances = coreset._nearest_squared_distances
     monkeypatch.setattr(coreset, "_nearest_squared_distances", counting)
     candidates, labeled = points(3000, m, 32, seed=6)
-    selection = k_center_greedy(candidates, labeled, 100, torch.Generator().manual_seed(0), chunk_size=256)
+    selection = k_center_greedy(
+        candidates, labeled, 100, torch.Generator().manual_seed(0), chunk_size=256, algorithm="lazy"
+    )
     first = int(selection.positions[0])
     assert selection.positions.tolist() == brute_force_k_center(candidates.numpy(), labeled.numpy(), 100, first)[0]
     # After the n x m distances to the labeled set, updating every candidate at every pick would cost 100 x 3000
@@ -150,9 +157,11 @@ def symmetric_pool() -> tuple[torch.Tensor, torch.Tensor]:
     return candidates, torch.zeros(1, 2)
 
 
-def test_k_center_ties_go_to_the_lowest_position():
-    # The four unit points all lie at distance 1 from their nearest center until each is picked.
-    selection = k_center_greedy(*symmetric_pool(), budget=6)
+@pytest.mark.parametrize("algorithm", K_CENTER_ALGORITHMS)
+def test_k_center_ties_go_to_the_lowest_position(algorithm):
+    # The four unit points all lie at distance 1 from their nearest center until each is picked; the pool is
+    # centred on the origin already, so these ties survive float32 exactly.
+    selection = k_center_greedy(*symmetric_pool(), budget=6, algorithm=algorithm)
     assert selection.positions.tolist() == [1, 2, 3, 4, 0, 5]
     assert selection.scores.tolist() == [1, 1, 1, 1, 0.5, 0.5]
 
@@ -171,7 +180,7 @@ def test_duplicates_of_labeled_points_come_last(method):
     candidates[[3, 17]] = labeled[[0, 2]]
     positions = ours(candidates, labeled, 30).positions.tolist()
     assert sorted(positions) == list(range(30)), "every candidate is picked exactly once"
-    if method == "k_center":
+    if method.startswith("k_center"):
         assert set(positions[-2:]) == {3, 17}, "points already covered have distance 0 and are picked last"
 
 
@@ -188,6 +197,97 @@ def test_bad_inputs_raise_one_clear_error(method):
     candidates[4, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         ours(candidates, labeled, 2)
+
+
+def test_k_center_algorithm_follows_the_device_and_can_be_forced():
+    assert choose_algorithm("auto", torch.device("cpu")) == "lazy"
+    assert choose_algorithm("auto", torch.device("cuda", 0)) == "dense"
+    assert choose_algorithm("dense", torch.device("cpu")) == "dense"
+    assert choose_algorithm("lazy", torch.device("cuda")) == "lazy"
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        k_center_greedy(*random_points(10, 3, 4, seed=5), 2, algorithm="eager")
+
+
+@pytest.mark.parametrize("points", [clustered_points, random_points])
+@pytest.mark.parametrize("m", [0, 150])
+def test_k_center_lazy_and_dense_pick_the_same_but_for_near_ties_within_rounding(points, m):
+    candidates, labeled = points(2000, m, 32, seed=7)
+    lazy, dense = (
+        k_center_greedy(candidates, labeled, 300, torch.Generator().manual_seed(1), chunk_size=256, algorithm=name)
+        for name in K_CENTER_ALGORITHMS
+    )
+    lazy_picks, dense_picks = lazy.positions.tolist(), dense.positions.tolist()
+    same = next((i for i, (a, b) in enumerate(zip(lazy_picks, dense_picks, strict=True)) if a != b), len(lazy_picks))
+    torch.testing.assert_close(dense.scores[:same], lazy.scores[:same], rtol=1e-5, atol=0)
+    if same < len(lazy_picks):
+        # The two sum the same products in different orders, so a near-tie may go either way (here, on the
+        # clustered points: 5e-7 apart at pick 91 with m = 0, 1e-6 at pick 200 with m = 150). Then both picks
+        # must still be farthest up to float32 rounding.
+        centers = np.concatenate([labeled.numpy(), candidates.numpy()[lazy_picks[:same]]]).astype(np.float64)
+        nearest = pairwise_distances(candidates.numpy().astype(np.float64), centers).min(axis=1)
+        nearest[lazy_picks[:same]] = -1.0
+        for pick in (lazy_picks[same], dense_picks[same]):
+            assert nearest[pick] >= nearest.max() * (1 - 1e-5)
+
+
+@pytest.mark.parametrize("algorithm", K_CENTER_ALGORITHMS)
+def test_k_center_on_an_integer_grid_picks_an_exactly_farthest_point(algorithm):
+    # Issue 12: on a grid most distances tie exactly, but the points are centred on their (non-integer) mean in
+    # float32, so tied distances can compute a rounding apart and the tie need not go to the lowest position.
+    # What the docstring promises instead, checked in exact integer arithmetic: every pick is a farthest one.
+    grid = torch.randint(0, 6, (85, 3), generator=torch.Generator().manual_seed(0))
+    candidates, labeled = grid[:80], grid[80:]
+    selection = k_center_greedy(candidates.float(), labeled.float(), 60, algorithm=algorithm)
+    centers, picked = labeled, torch.zeros(len(candidates), dtype=torch.bool)
+    for pick, score in zip(selection.positions.tolist(), selection.scores.tolist(), strict=True):
+        nearest = ((candidates[:, None] - centers[None]) ** 2).sum(-1).amin(1)  # int64 squared distances
+        nearest[picked] = -1
+        assert nearest[pick] == nearest.max()
+        assert score**2 == pytest.approx(float(nearest[pick]), abs=1e-4)
+        centers, picked[pick] = torch.cat([centers, candidates[pick : pick + 1]]), True
+
+
+GPU_LOOPS = {"k_center_dense": coreset._dense_k_center, "mean_distance": medal._greedy_mean_distance_on_device}
+
+
+@pytest.mark.parametrize("m", [0, 40])
+@pytest.mark.parametrize("loop", sorted(GPU_LOOPS))
+def test_gpu_loops_never_read_a_device_value_on_the_host(loop, m):
+    # Meta tensors have shapes but no values, so whatever reads one on the host (int(t), t.item(), `if t`, a
+    # boolean mask) raises here, where on a GPU it would wait for the device, once per pick.
+    x, y, x_sq, y_sq = prepare_points(*random_points(300, m, 8, seed=8), 30, column_major=True)
+    meta = [tensor.to("meta") for tensor in (x, x_sq, y, y_sq)]
+    positions, scores = GPU_LOOPS[loop](*meta, 30, torch.Generator().manual_seed(0), 64)
+    assert positions.shape == scores.shape == (30,)
+    # The check has teeth: the lazy algorithm reads values on the host at every pick.
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        coreset._lazy_k_center(*meta, 30, torch.Generator().manual_seed(0), 64)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("m", [0, 40])
+@pytest.mark.parametrize("method", sorted(GREEDY))
+def test_cuda_selection_waits_for_the_device_as_often_for_many_picks_as_for_few(method, m):
+    ours, _ = GREEDY[method]
+    candidates, labeled = (points.cuda() for points in random_points(2000, m, 16, seed=9))
+
+    def syncs(budget: int) -> int:
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                ours(candidates, labeled, budget, torch.Generator().manual_seed(0))
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        # (Not counting the one-off notice that the debug mode is a prototype.)
+        return sum("called a synchronizing CUDA operation" in str(warning.message) for warning in caught)
+
+    few, many = syncs(5), syncs(50)
+    if method == "k_center_lazy":
+        assert many > few > 0, "the lazy algorithm waits at every pick: the count must see it"
+    else:
+        assert many == few
 
 
 # ---------------------------------------------------------------------------------------- feature space

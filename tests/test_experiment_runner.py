@@ -39,12 +39,25 @@ def write_history(folder: Path, values: Sequence[float], finished: bool = True, 
     """A ``history.csv`` as the loop writes it: only a finished run's last row has no acquisition time."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "history.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HISTORY_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
         for index, (count, value) in enumerate(zip(labels, values, strict=False)):
             last = finished and index == len(values) - 1
             accuracy = repr(float(value))
-            writer.writerow([index, count, 2, 1.0, accuracy, 0.9, accuracy, 0.9, 1.0, "" if last else 0.5])
+            writer.writerow(
+                {
+                    "round": index,
+                    "labels": count,
+                    "epochs": 2,
+                    "train_accuracy": 1.0,
+                    "val_accuracy": accuracy,
+                    "val_auroc": 0.9,
+                    "test_accuracy": accuracy,
+                    "test_auroc": 0.9,
+                    "train_seconds": 1.0,
+                    "acquisition_seconds": "" if last else 0.5,
+                }
+            )
 
 
 def write_vae_checkpoint(folder: Path, epochs_done: int, max_epochs: int) -> None:

@@ -138,20 +138,30 @@ def _mean_norm(*blocks: Tensor) -> float:
 DEFAULT_CHUNK_SIZE = 1024
 
 
-def prepare_points(candidates: Tensor, labeled: Tensor, budget: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def prepare_points(
+    candidates: Tensor, labeled: Tensor, budget: int, column_major: bool = False
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Checks the inputs of a greedy distance-based selection and centres them.
 
     Distances are translation invariant, but ``||a||^2 + ||b||^2 - 2 a.b`` loses precision in float32 when the
     points lie far from the origin (ReLU embeddings all sit in the positive orthant), so the points are shifted
     to their common mean first. That costs one float32 copy of each input.
 
+    With ``column_major`` the candidates' copy is stored column by column (a transposed view of a contiguous
+    ``[D, n]`` tensor): a matrix-vector product over all candidates, which the dense greedy loops run once per
+    pick, reads that layout faster (1.2x on an H200, 2x on a CPU, measured at 300,000 x 544 and 30,000 x 544),
+    as BLAS then streams each column instead of taking one dot product per row. Gathering scattered rows, as the
+    lazy k-center algorithm does, is faster row by row.
+
     Args:
         candidates: float ``[n, D]``.
         labeled: float ``[m, D]``, ``m >= 0``, on any device (moved to the candidates' one).
         budget: how many candidates will be picked.
+        column_major: store the centred candidates column by column, see above.
 
     Returns:
-        float32 ``(candidates [n, D], labeled [m, D], squared norms [n], squared norms [m])``, centred.
+        float32 ``(candidates [n, D], labeled [m, D], squared norms [n], squared norms [m])``, centred; the
+        labeled points row-major.
     """
     if candidates.ndim != 2 or labeled.ndim != 2:
         raise ValueError(f"points must be [n, D] and [m, D], got {list(candidates.shape)} and {list(labeled.shape)}")
@@ -164,7 +174,9 @@ def prepare_points(candidates: Tensor, labeled: Tensor, budget: int) -> tuple[Te
     y = labeled.to(x.device, torch.float32).reshape(m, x.shape[1])
     # Any origin near the data will do; a float32 sum avoids the float64 copy that sum(dtype=float64) would make.
     origin = (x.sum(0) + y.sum(0)) / (n + m)
-    x, y = x - origin, y - origin
+    # [n, D] with strides (1, n) or (D, 1); written by the subtraction, so there is still only one copy.
+    centred = torch.empty(x.shape[1], n, device=x.device).T if column_major else torch.empty_like(x)
+    x, y = torch.sub(x, origin, out=centred), y - origin
     x_sq, y_sq = _squared_norms(x), _squared_norms(y)
     # A NaN or inf anywhere in a row makes its squared norm non-finite: one [n] check instead of an [n, D] one.
     if not (torch.isfinite(x_sq).all() and torch.isfinite(y_sq).all()):
@@ -205,14 +217,17 @@ def squared_distance_blocks(
             yield x_rows, y_rows, block.add_(y_sq[None, y_rows]).clamp_min_(0)
 
 
-def squared_distances_to(points: Tensor, points_sq: Tensor, point: Tensor, point_sq: Tensor) -> Tensor:
+def squared_distances_to(
+    points: Tensor, points_sq: Tensor, point: Tensor, point_sq: Tensor, out: Tensor | None = None
+) -> Tensor:
     """Squared distances ``[N]`` from every row of ``points`` ``[N, D]`` to ``point`` ``[D]``, clamped at 0.
 
     ``points_sq`` ``[N]`` and ``point_sq`` (0-d) are the squared norms. ``point`` and ``point_sq`` may be views of
     a row picked with a tensor index, so that a loop of picks on a GPU never waits for the host. Cost: one pass
-    over ``points`` (a matrix-vector product), no ``[N, D]`` temporary.
+    over ``points`` (a matrix-vector product, added in place), no ``[N, D]`` temporary; ``out``, a float ``[N]``
+    buffer that a loop of picks can reuse, receives the result.
     """
-    return torch.mv(points, point).mul_(-2).add_(points_sq).add_(point_sq).clamp_min_(0)
+    return torch.add(points_sq, point_sq, out=out).addmv_(points, point, alpha=-2).clamp_min_(0)
 
 
 def seeded_first_pick(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
 
@@ -16,9 +14,6 @@ from alvae_pl.acquisition.feature_space import (
     squared_distances_to,
 )
 from alvae_pl.acquisition.heuristic import Selection
-
-if TYPE_CHECKING:
-    pass
 
 
 def greedy_mean_distance(
@@ -34,7 +29,13 @@ def greedy_mean_distance(
     distances, which a pick extends by the distance to the new point: one pass over the candidates per pick,
     never a recomputation over the whole labeled set. The sums are kept in float64 so that thousands of
     float32 terms do not drown the differences between candidates. Memory: the candidates, one centred copy,
-    and ``chunk_size**2`` floats for the initial sums; never an ``n x m`` matrix. Runs on the candidates' device.
+    and ``chunk_size**2`` floats for the initial sums; never an ``n x m`` matrix. Runs on the candidates' device;
+    on a GPU the picks stay on the device until the end, so it never waits for the host (a first pick with no
+    labeled point is drawn on the CPU, once).
+
+    Ties: the lowest position wins among candidates whose computed sums are equal. Distances are computed in
+    float32 after centring the points (see ``prepare_points``), so candidates at exactly equal mean distances can
+    compute a rounding apart, and then the larger computed sum wins, whatever its position.
 
     Args:
         candidates: float ``[n, D]``.
@@ -44,31 +45,57 @@ def greedy_mean_distance(
         chunk_size: rows per block of the initial candidate-to-labeled distances.
 
     Returns:
-        CPU ``Selection``: positions int64 ``[budget]`` into ``candidates`` in picking order (ties: lowest
-        position); scores float32 ``[budget]``, each pick's mean distance to the labeled set at pick time
-        (``inf`` for a first pick made with no labeled point).
+        CPU ``Selection``: positions int64 ``[budget]`` into ``candidates`` in picking order; scores float32
+        ``[budget]``, each pick's mean distance to the labeled set at pick time (``inf`` for a first pick made
+        with no labeled point).
     """
-    x, y, x_sq, y_sq = prepare_points(candidates, labeled, budget)
+    # Column by column: the pass over all candidates at every pick reads them faster so.
+    x, y, x_sq, y_sq = prepare_points(candidates, labeled, budget, column_major=True)
+    positions, scores = _greedy_mean_distance_on_device(x, x_sq, y, y_sq, budget, generator, chunk_size)
+    return Selection(positions.cpu(), scores.to(torch.float32).cpu())
+
+
+def _greedy_mean_distance_on_device(
+    x: Tensor,
+    x_sq: Tensor,
+    y: Tensor,
+    y_sq: Tensor,
+    budget: int,
+    generator: torch.Generator | None,
+    chunk_size: int,
+) -> tuple[Tensor, Tensor]:
+    """The loop of :func:`greedy_mean_distance` on centred points ``x`` ``[n, D]`` and ``y`` ``[m, D]``.
+
+    Reads no value on the host (a first pick with no labeled point is drawn on the CPU and sent over), so on a GPU
+    all ``budget`` picks are queued without waiting for any of them.
+
+    Returns:
+        ``(positions int64 [budget], mean distances float64 [budget])`` on ``x``'s device.
+    """
     n, m = len(x), len(y)
     sums = torch.zeros(n, dtype=torch.float64, device=x.device)
     for x_rows, _, block in squared_distance_blocks(x, x_sq, y, y_sq, chunk_size):
-        sums[x_rows] += block.sqrt_().sum(dim=1, dtype=torch.float64)
+        sums[x_rows].add_(block.sqrt_().sum(dim=1, dtype=torch.float64))
 
     positions = torch.empty(budget, dtype=torch.int64, device=x.device)
-    scores = torch.empty(budget, dtype=torch.float64, device=x.device)
+    sums_at_pick = torch.empty(budget, dtype=torch.float64, device=x.device)
+    distances = torch.empty_like(x_sq)
     for i in range(budget):
+        # One-element views, written in place: the pick stays an index tensor on the device, never a Python int,
+        # whose reading would wait for the device.
+        pick, score = positions[i : i + 1], sums_at_pick[i : i + 1]
         if i == 0 and m == 0:
-            pick = seeded_first_pick(n, x.device, generator)
-            scores[i] = float("inf")
+            pick.copy_(seeded_first_pick(n, x.device, generator))
+            score.fill_(float("inf"))  # and inf / 0 stays inf below
         else:
-            pick = torch.argmax(sums)
-            scores[i] = sums.index_select(0, pick.view(1)).squeeze(0) / (m + i)
-        positions[i] = pick
-        center, center_sq = x.index_select(0, pick.view(1)).squeeze(0), x_sq.index_select(0, pick.view(1)).squeeze(0)
-        sums.add_(squared_distances_to(x, x_sq, center, center_sq).sqrt_())
+            torch.argmax(sums, dim=0, keepdim=True, out=pick)
+            torch.index_select(sums, 0, pick, out=score)
+        center, center_sq = x.index_select(0, pick).squeeze(0), x_sq.index_select(0, pick).squeeze(0)
+        sums.add_(squared_distances_to(x, x_sq, center, center_sq, out=distances).sqrt_())
         # -inf stays -inf under the additions that follow, so a pick is never chosen again.
-        sums.index_fill_(0, pick.view(1), float("-inf"))
-    return Selection(positions.cpu(), scores.to(torch.float32).cpu())
+        sums.index_fill_(0, pick, float("-inf"))
+    # Pick i was made with m + i points labeled.
+    return positions, sums_at_pick / torch.arange(m, m + budget, device=x.device)
 
 
 class MedAL(DistanceHeuristic):

@@ -44,8 +44,8 @@ class ActiveLearningLoop(Callback):
     Hooks: ``setup`` derives ``max_epochs`` from the schedule and asks Lightning to rebuild the train loader
     every epoch (cheap for in-memory tensors; it is how the next round sees the new labels and how each
     epoch's shuffle stays a function of (seed, epoch)); ``on_train_epoch_start`` tells the model where it is
-    in the round; ``on_train_epoch_end`` does the work above. It runs before ``ModelCheckpoint`` (which must
-    save on train epoch end), so ``last.ckpt`` always holds the state after the epoch's acquisition, and a run
+    in the round; ``on_train_epoch_end`` does the work above. It runs before ``RunCheckpoint`` (Lightning runs
+    checkpoint callbacks last), so ``last.ckpt`` always holds the state after the epoch's acquisition, and a run
     resumed with ``--ckpt_path last`` repeats nothing and skips nothing. The loop's state (round, history,
     selection scores) lives in ``state_dict``; the pool lives in the DataModule's.
 

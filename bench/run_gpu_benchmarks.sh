@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The README's GPU tables in one go, on one CUDA GPU (about 7 minutes on an H200): selection at 300,000
+# candidates, the training step against its CUDA-graph ceiling, and one paper MNIST run of 3 rounds (compiled and
+# eager). Each part runs under its own time limit, so one failure leaves the others' tables.
+#
+#     bash bench/run_gpu_benchmarks.sh [output folder]
+set -u
+cd "$(dirname "$0")/.."
+out="${1:-bench_gpu_results}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+part() {  # part NAME SECONDS COMMAND...: run COMMAND, keep its output in $out/NAME.txt
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name: $*"
+    local started=$SECONDS
+    timeout "$limit" "$@" >"$out/$name.txt" 2>"$out/$name.err"
+    local status=$?
+    cat "$out/$name.txt"
+    [ $status -ne 0 ] && { echo "--- $name exited with $status; last lines of its stderr:"; tail -25 "$out/$name.err"; }
+    echo "=== $name: $((SECONDS - started)) s"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
+part selection 60 python bench/bench_selection.py --device cuda --sizes 300000 --no-reference --algorithms dense lazy
+part training 300 python bench/bench_training.py --device cuda --images 16384 --threads 8 --epochs 3 --workers 0
+part experiment 150 python bench/bench_experiment.py --device cuda --rounds 3
+part experiment_eager 70 python bench/bench_experiment.py --device cuda --rounds 3 --compile off

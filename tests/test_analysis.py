@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from alvae_pl.analysis import (
     write_markdown,
     write_table_csv,
 )
-from alvae_pl.analysis.history import HISTORY_COLUMNS
+from alvae_pl.analysis.history import HISTORY_COLUMNS, atomic_write_text
 
 LABELS = [100, 200, 300, 400, 500]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -306,3 +308,17 @@ def test_selection_panels_side_by_side(tmp_path: Path) -> None:
         roles_from_indices(150, labeled=[0, 1], selected=[1])
     with pytest.raises(ValueError, match="unknown role"):
         Panel("bad", np.zeros((2, 2)), np.asarray(["labeled", "queried"]))
+
+
+def test_report_files_follow_the_umask_like_any_other_file(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        written = atomic_write_text(tmp_path / "report.md", "# report\n")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(umask)
+    assert written.read_text() == "# report\n"
+    # Readable by colleagues on a shared machine, as a plain open() would make it (not mkstemp's 0o600).
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind

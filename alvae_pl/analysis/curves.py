@@ -7,8 +7,7 @@ notebook's) alone.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from alvae_pl.analysis.history import Runs
+from alvae_pl.analysis.history import Runs, atomic_write_bytes
 from alvae_pl.analysis.statistics import summarize
 
 
@@ -28,18 +27,10 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_png(figure: Figure, path: str | Path, dpi: int = 150) -> Path:
-    """Save ``figure`` as a PNG at ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=dpi)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Save ``figure`` as a PNG at ``path`` atomically, with the permissions of any other file (see the writer)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _metric_label(metric: str) -> str:

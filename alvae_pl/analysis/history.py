@@ -208,19 +208,31 @@ def long_format(runs: Runs, metrics: Sequence[str] | None = None) -> list[dict[s
     return rows
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, so a crash never leaves half a file."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, so a crash never leaves half a file.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), not
+    ``mkstemp``'s private ``0o600``: reports are meant to be read by colleagues on a shared machine.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(descriptor, "w", newline="") as handle:
-            handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(descriptor, 0o666 & ~umask)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """``atomic_write_bytes`` for UTF-8 text, newlines written as given."""
+    return atomic_write_bytes(path, text.encode())
 
 
 def format_csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

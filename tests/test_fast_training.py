@@ -1,19 +1,28 @@
-"""The fast training path: device-side train metrics, compiled steps, one checkpoint file per epoch or round."""
+"""The fast training path: device-side train metrics, compiled steps, one checkpoint file per epoch or round, bf16."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from cli_runs import read_csv, train, without_timings
+from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import Accuracy
 
+from alvae_pl.acquisition.coreset import CoreSet
+from alvae_pl.acquisition.feature_space import FeatureSpace
+from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.cli import main
+from alvae_pl.data.image_data import ImageData, ImageSplit
 from alvae_pl.models.compiled_forward import CompiledForward
+from alvae_pl.models.task_model import TaskModel
 from alvae_pl.models.train_metrics import EpochTrainMetrics
+from alvae_pl.models.vae import VAE
 
 # aot_eager traces the step into a graph and runs it without generating code: the compiled path's plumbing
 # (full batches compiled, the partial one eager, resets, resume) at CPU speed.
@@ -158,3 +167,42 @@ def test_a_round_killed_mid_way_resumes_from_its_start_with_round_checkpoints(tm
     expected, actual = tmp_path / "reference" / "digits_entropy" / "seed_0", folder / "digits_entropy" / "seed_0"
     assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
     assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
+
+
+def test_bf16_mixed_trains_evaluates_and_embeds_with_vae_features_and_loss_prediction(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    targets = torch.randint(0, 3, (8,), generator=generator)
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    vae_trainer = L.Trainer(max_steps=1, **quiet)
+    vae_trainer.fit(VAE(), DataLoader(TensorDataset(images, torch.zeros(8)), batch_size=8))
+    vae_checkpoint = tmp_path / "vae.ckpt"
+    vae_trainer.save_checkpoint(vae_checkpoint)
+
+    # Training: the task loss and the loss-prediction head fed with alpha * V(u), under bf16 autocast.
+    model = TaskModel(num_classes=3, num_channels=1, loss_prediction=True, vae_checkpoint=str(vae_checkpoint))
+    trainer = L.Trainer(precision="bf16-mixed", max_steps=2, **quiet)
+    trainer.fit(model, DataLoader(TensorDataset(images, targets), batch_size=4))
+    assert set(model.train_epoch_metrics()) == {"train/loss", "train/accuracy", "train/loss_prediction"}
+    assert all(math.isfinite(value) for value in model.train_epoch_metrics().values())
+
+    # Evaluation and acquisition passes run in the trainer's precision and hand float32 to metrics and selections.
+    split = ImageSplit(images, targets)
+    features = FeatureSpace(str(vae_checkpoint))
+    features.setup(ImageData(split, split, split, "multiclass", ("a", "b", "c")), model.device)
+    with trainer.precision_plugin.forward_context(), torch.inference_mode():
+        assert model(images).dtype == torch.bfloat16  # autocast is on in that context
+
+    def compute(rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": model(images[rows]), "loss": model.predict_loss(images[rows])} | features.embed(
+            model, images[rows]
+        )
+
+    outputs = sharded_inference(trainer, model, len(images), compute, batch_size=3, description="bf16")
+    assert {name: value.dtype for name, value in outputs.items()} == dict.fromkeys(
+        ("logits", "loss", "task", "vae"), torch.float32
+    )
+    assert all(torch.isfinite(value).all() for value in outputs.values())
+    assert outputs["vae"].shape == (8, model.vae.latent_dim) and outputs["task"].shape == (8, 512)
+    points, _ = features.combine(outputs, {})
+    assert CoreSet().greedy(points, points[:0], 3, torch.Generator().manual_seed(0)).positions.unique().numel() == 3

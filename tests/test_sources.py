@@ -174,6 +174,7 @@ def test_corrupt_file_is_a_one_line_value_error(chest_npz: Path) -> None:
     with pytest.raises(ValueError, match="is not a readable .npz file") as error:
         MedMNISTSource("chestmnist", root=str(chest_npz.parent)).load()
     assert str(chest_npz) in _assert_one_line(error)
+    assert "pickle" not in str(error.value)  # numpy's message for a non-zip file says nothing useful
 
 
 def test_truncated_file_is_a_one_line_value_error(chest_npz: Path) -> None:

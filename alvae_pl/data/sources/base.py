@@ -96,6 +96,15 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Loads the six arrays, turning numpy's and zipfile's many failure modes into one-line ValueErrors."""
     # A truncated download or an HTML error page saved as .npz fails in np.load, or only later, in a member.
     bad_file = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    # An .npz is a zip archive (a single .npy array is refused below); anything else would reach numpy's pickle
+    # loader, whose message ("allow_pickle=False") says nothing useful about a bad file.
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        raise ValueError(
+            f"{path} is not a readable .npz file (not a zip archive: it starts with {magic!r}): "
+            "re-download or re-save it"
+        )
     try:
         npz = np.load(path, allow_pickle=False)
     except bad_file as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import urllib.error
 from pathlib import Path
+from urllib.error import URLError
 
 import numpy as np
 import pytest
@@ -359,6 +360,17 @@ def test_mnist_missing_files_say_where_torchvision_looks(tmp_path: Path) -> None
     message = _assert_one_line(error)
     assert str(tmp_path / "MNIST" / "raw") in message and "train-images-idx3-ubyte" in message
     assert "--data.source.init_args.download true" in message
+
+
+def test_mnist_failed_download_leaves_no_empty_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", offline)
+    with pytest.raises(OSError, match="downloading MNIST .* failed") as error:
+        MNISTSource(root=str(tmp_path / "data"), download=True).load()
+    _assert_one_line(error)
+    assert not (tmp_path / "data").exists()  # nothing written: no empty data/MNIST/raw/ left behind
 
 
 def test_mnist_val_size_too_large_and_corrupt_files(tmp_path: Path) -> None:

@@ -79,9 +79,14 @@ class MNISTSource(ImageSource):
 
     def _read(self, train: bool) -> ImageSplit:
         root = str(Path(self.root).expanduser())
+        # Folders a failed download would leave behind empty; removed again if it fails.
+        new_folders = [f for f in (Path(root), Path(root) / "MNIST", Path(self.raw_folder)) if not f.exists()]
         try:
             dataset = datasets.MNIST(root, train=train, download=self.download)
         except RuntimeError as error:
+            for folder in reversed(new_folders):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
             if not self.download and "not found" in str(error).lower():
                 raise FileNotFoundError(
                     f"MNIST not found: torchvision looks for {self.raw_folder}/{{{','.join(_RAW_FILES)}}}; pass "

@@ -161,11 +161,8 @@ class TaskModelWithoutTrainMetrics(TaskModel):
     """``TaskModel`` whose training step only computes the loss (compiled as the real one): no metric updates."""
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        if self._clears_gradients_itself():  # as the real step does, in place of Lightning's zero_grad
-            for optimizer in self.trainer.optimizers:
-                optimizer.zero_grad(set_to_none=True)
-        forward = self._compiled_forward if self._compiled_forward is not None else self.train_forward
-        return forward(*batch)[1].mean()
+        self.clear_gradients_before_forward()  # as the real step does, in place of Lightning's zero_grad
+        return self.step_forward(*batch)[1].mean()
 
 
 class TinyTaskModel(TaskModel):

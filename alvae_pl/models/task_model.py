@@ -204,14 +204,8 @@ class TaskModel(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, targets = batch
-        if self._clears_gradients_itself():
-            # Before the forward pass, as a plain PyTorch loop does (Lightning clears them between forward and
-            # backward): a step replayed as CUDA graphs then never runs while the previous step's gradients,
-            # which may live in the graphs' memory pool, are still alive.
-            for optimizer in self.trainer.optimizers:
-                optimizer.zero_grad(set_to_none=True)
-        forward = self._compiled_forward if self._compiled_forward is not None else self.train_forward
-        outputs, losses, correct = forward(images, targets)
+        self.clear_gradients_before_forward()
+        outputs, losses, correct = self.step_forward(images, targets)
         task_loss = losses.mean()
         loss, margin_loss = task_loss, None
         if self.loss_head is not None:
@@ -258,6 +252,19 @@ class TaskModel(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluation_step(batch, self.test_metrics, "test")
+
+    def step_forward(self, images: Tensor, targets: Tensor) -> tuple[BackboneOutputs, Tensor, Tensor]:
+        """``train_forward``, compiled when ``on_fit_start`` compiled it."""
+        forward = self._compiled_forward if self._compiled_forward is not None else self.train_forward
+        return forward(images, targets)
+
+    def clear_gradients_before_forward(self) -> None:
+        """Clear gradients before the forward pass, as a plain PyTorch loop does (Lightning clears them between
+        forward and backward): a step replayed as CUDA graphs then never runs while the previous step's
+        gradients, which may live in the graphs' memory pool, are still alive."""
+        if self._clears_gradients_itself():
+            for optimizer in self.trainer.optimizers:
+                optimizer.zero_grad(set_to_none=True)
 
     def _clears_gradients_itself(self) -> bool:
         return self._trainer is not None and self.trainer.accumulate_grad_batches == 1

@@ -1,6 +1,7 @@
 """One run of the paper's MNIST recipe, timed round by round, and the 10-run experiment's time extrapolated.
 
     python bench/bench_experiment.py [--device cpu|cuda] [--rounds 9] [--heuristic coreset] [--checkpoint-every epoch]
+        [--cuda-graph auto|on|off] [--compile auto|on|off] [--precision 32-true]
 
 Data: MNIST-shaped synthetic images written once to ``/tmp`` as an ``.npz`` (60,000 train, 5,000 validation,
 10,000 test, 28 x 28 grayscale uint8, 10 classes: a class template plus noise, so the model learns and core-set
@@ -84,7 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--heuristic", choices=("coreset", "random"), default="coreset")
     parser.add_argument("--checkpoint-every", choices=("epoch", "round"), default="epoch")
-    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA")
+    parser.add_argument(
+        "--cuda-graph", choices=("auto", "on", "off"), default="auto", help="the model's cuda_graph (auto: on for CUDA)"
+    )
+    parser.add_argument(
+        "--compile", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA (without cuda_graph)"
+    )
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one, removed)")
@@ -109,8 +115,15 @@ def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict], float, floa
         initial_labels=args.initial,
         batch_size=args.batch_size,
     )
-    compile_ = {"auto": None, "on": True, "off": False}[args.compile]
-    model = TaskModel(num_classes=10, num_channels=1, image_size=28, weights=None, compile=compile_)
+    choice = {"auto": None, "on": True, "off": False}
+    model = TaskModel(
+        num_classes=10,
+        num_channels=1,
+        image_size=28,
+        weights=None,
+        compile=choice[args.compile],
+        cuda_graph=choice[args.cuda_graph],
+    )
     max_labels = min(args.initial + (args.rounds - 1) * args.budget, args.pool)
     loop = ActiveLearningLoop(
         heuristic=CoreSet() if args.heuristic == "coreset" else RandomSampling(),
@@ -150,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else (platform.processor() or "cpu")
     print(
         f"\nOne run of the paper's MNIST recipe on synthetic MNIST-shaped data: {args.heuristic}, batch "
-        f"{args.batch_size}, precision {args.precision}, compile {args.compile}, checkpoint every "
+        f"{args.batch_size}, precision {args.precision}, cuda_graph {args.cuda_graph}, compile {args.compile}, checkpoint every "
         f"{args.checkpoint_every}; {args.device} ({device}), torch {torch.__version__}, lightning {L.__version__}\n"
     )
     print("| round | labels | epochs | train s | train img/s | eval s | acquisition s | checkpoint s |")

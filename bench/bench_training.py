@@ -9,12 +9,14 @@ on the same images with the same batch size:
 
 - ``alvae-pl``: ``lightning.Trainer.fit`` on ``ActiveDataModule(train_on="pool")``, with what the project's
   ``ActiveLearningLoop`` sets (``reload_dataloaders_every_n_epochs=1``) and the unmodified ``training_step``
-  (train metrics summed on the device every step, logged per epoch) and defaults: on CUDA the step is compiled
-  (``torch.compile``, mode ``reduce-overhead``: CUDA graphs) and the data is copied to the GPU once; no logger,
+  (train metrics summed on the device every step, logged per epoch) and defaults: on CUDA the whole step runs as
+  one CUDA graph (``cuda_graph``, ``GraphedTrainStep``) and the data is copied to the GPU once; no logger,
   checkpoints, progress bar, model summary or validation.
 - ``alvae-pl, step without train metrics`` (CPU only): the same, with a ``training_step`` that only computes the
   loss: the gap to the row above is what the train metrics cost, the gap to the bare loop is Lightning's loop.
-- On CUDA also: ``alvae-pl`` with compilation off; with ``precision="bf16-mixed"``; and the ceilings: the whole
+- On CUDA also: ``alvae-pl`` with ``cuda_graph`` off (then ``torch.compile``, mode ``reduce-overhead``, replays
+  forward and backward as CUDA graph trees and the SGD step runs eagerly), with compilation off too (eager); with
+  ``precision="bf16-mixed"``; and the ceilings: the whole
   step (zero_grad, forward, loss, backward, SGD step) captured in one CUDA graph and replayed per batch, data on
   the GPU, in fp32 and in bf16 autocast with channels-last memory. The alvae-pl row's ratio to the fp32 ceiling is
   printed last.
@@ -171,7 +173,7 @@ class TinyTaskModel(TaskModel):
     compiled: the point is the framework's own cost."""
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs, compile=False)
+        super().__init__(**kwargs, compile=False, cuda_graph=False)
         size = self.hparams.image_size
         self.tiny = nn.Linear(self.hparams.num_channels * size * size, self.hparams.num_classes)
 
@@ -503,8 +505,13 @@ def main(argv: list[str] | None = None) -> None:
         cases += [
             (
                 "train",
-                "alvae-pl, compile off (--model.init_args.compile false)",
-                lambda: lightning_epochs(data, new_model(data, compile=False), epochs, device),
+                "alvae-pl, cuda_graph false (torch.compile reduce-overhead forward + backward)",
+                lambda: lightning_epochs(data, new_model(data, cuda_graph=False), epochs, device),
+            ),
+            (
+                "train",
+                "alvae-pl, cuda_graph false, compile false (eager)",
+                lambda: lightning_epochs(data, new_model(data, cuda_graph=False, compile=False), epochs, device),
             ),
             (
                 "train",

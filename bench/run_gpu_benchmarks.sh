@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's GPU tables in one go, on one CUDA GPU (about 7 minutes on an H200): selection at 300,000
-# candidates, the training step against its CUDA-graph ceiling, and one paper MNIST run of 3 rounds (compiled and
-# eager). Each part runs under its own time limit, so one failure leaves the others' tables.
+# The README's GPU tables in one go, on one CUDA GPU (about 8 minutes on an H200): the CUDA-graph step's tests,
+# the training step against its CUDA-graph ceiling, one paper MNIST run of 3 rounds (fp32 and bf16-mixed) and
+# selection at 300,000 candidates. Each part runs under its own time limit, so one failure leaves the others' tables.
 #
 #     bash bench/run_gpu_benchmarks.sh [output folder]
 set -u
@@ -17,14 +17,16 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND, keep its output in $out/N
     local started=$SECONDS
     timeout "$limit" "$@" >"$out/$name.txt" 2>"$out/$name.err"
     local status=$?
-    cat "$out/$name.txt"
+    tail -40 "$out/$name.txt"
     [ $status -ne 0 ] && { echo "--- $name exited with $status; last lines of its stderr:"; tail -25 "$out/$name.err"; }
     echo "=== $name: $((SECONDS - started)) s"
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
-part selection 60 python bench/bench_selection.py --device cuda --sizes 300000 --no-reference --algorithms dense lazy
-part training 300 python bench/bench_training.py --device cuda --images 16384 --threads 8 --epochs 3 --workers 0
-part experiment 150 python bench/bench_experiment.py --device cuda --rounds 3
-part experiment_eager 70 python bench/bench_experiment.py --device cuda --rounds 3 --compile off
+part cuda_tests 100 python -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py
+part training 180 python bench/bench_training.py --device cuda --images 16384 --threads 8 --epochs 3 --no-extras \
+    --only "alvae-pl" "ceiling" "bare loop"
+part experiment 120 python bench/bench_experiment.py --device cuda --rounds 3
+part experiment_bf16 90 python bench/bench_experiment.py --device cuda --rounds 3 --precision bf16-mixed
+part selection 50 python bench/bench_selection.py --device cuda --sizes 300000 --no-reference --algorithms dense

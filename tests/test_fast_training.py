@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import pytest
@@ -206,3 +207,89 @@ def test_bf16_mixed_trains_evaluates_and_embeds_with_vae_features_and_loss_predi
     assert outputs["vae"].shape == (8, model.vae.latent_dim) and outputs["task"].shape == (8, 512)
     points, _ = features.combine(outputs, {})
     assert CoreSet().greedy(points, points[:0], 3, torch.Generator().manual_seed(0)).positions.unique().numel() == 3
+
+
+# ------------------------------------------------------------------------------------------- graphed step
+def test_graphed_step_trains_as_the_plain_loop_and_records_once_per_optimizer_and_setting() -> None:
+    from replayed_graph import ReplayedStepGraph
+
+    from alvae_pl.models.graphed_step import GraphedTrainStep
+
+    class Outputs(NamedTuple):
+        loss: torch.Tensor
+
+    def run(graphed: bool) -> tuple[list[torch.Tensor], int]:
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 3)
+        compute = lambda x, y: Outputs(F.cross_entropy(layer(x), y))  # noqa: E731
+        step = GraphedTrainStep(compute, batch_size=8, new_graph=ReplayedStepGraph, warmup_steps=2)
+        generator = torch.Generator().manual_seed(1)
+        weights = []
+        for round_index in range(2):  # a fresh optimizer per round, as the active-learning loop builds
+            optimizer = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+            for index in range(6):
+                x, y = torch.randn(8, 4, generator=generator), torch.randint(0, 3, (8,), generator=generator)
+                if index == 4:
+                    optimizer.param_groups[0]["lr"] = 0.05  # as an LR scheduler would
+                if graphed:
+                    step.run(optimizer, x, y, settings=round_index)
+                    assert all(p.grad is None for p in layer.parameters())
+                else:
+                    optimizer.zero_grad()
+                    compute(x, y).loss.backward()
+                    optimizer.step()
+            weights.append(layer.weight.detach().clone())
+        return weights, step.captures
+
+    graphed_weights, captures = run(graphed=True)
+    plain_weights, _ = run(graphed=False)
+    assert all(torch.equal(g, p) for g, p in zip(graphed_weights, plain_weights, strict=True))
+    # Per round: 2 warm-up steps, capture at step 3; the LR change at step 5 drops the graph (2 warm-ups, no
+    # capture left in the round's 6 steps).
+    assert captures == 2
+
+
+def test_graphed_training_on_digits_gives_the_records_of_automatic_optimisation(tmp_path: Path) -> None:
+    # Learning loss, batch 16 over 60/120/180 labels: partial batches run eagerly between graph replays, the loss
+    # head's detach switch changes the recorded step mid-round, and every round brings a new optimizer.
+    batch = "--data.batch_size=16"
+    reference = train("digits_lossnet.yaml", tmp_path / "automatic", batch, "--model.init_args.cuda_graph=false")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    graphed = train(
+        "digits_lossnet.yaml",
+        tmp_path / "graphed",
+        batch,
+        "--model.class_path=replayed_graph.ReplayedGraphTaskModel",
+        "--model.init_args.cuda_graph=true",
+    )
+    assert graphed.returncode == 0, graphed.stderr[-3000:]
+    assert "run eagerly" not in graphed.stderr
+    assert "Training steps of 16 images run as one CUDA graph" in graphed.stderr
+    # Rounds of 2, 3, 4 epochs with 3, 7, 11 full batches per epoch: one capture in round 0 (the loss head's detach
+    # switch comes after epoch 1.2), two in rounds 1 and 2 (before and after the switch), each after 3 warm-ups.
+    assert int(graphed.stderr.split("graph captures: ")[1].split()[0]) == 5
+    expected = tmp_path / "automatic" / "digits_lossnet" / "seed_0"
+    actual = tmp_path / "graphed" / "digits_lossnet" / "seed_0"
+    assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
+    assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
+    # Lightning counted every step (the graph applied it inside Lightning's optimizer.step).
+    steps = [
+        torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+        for folder in (expected, actual)
+    ]
+    assert steps[0] == steps[1] > 0
+
+
+def test_cuda_graph_true_where_it_cannot_run_warns_and_trains_eagerly() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    targets = torch.randint(0, 3, (8,), generator=generator)
+    model = TaskModel(num_classes=3, num_channels=1, cuda_graph=True)
+    assert not model.automatic_optimization
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    before = model.net.fc.weight.detach().clone()
+    with pytest.warns(UserWarning, match="cuda_graph is on but training does not run on a CUDA GPU"):
+        trainer.fit(model, DataLoader(TensorDataset(images, targets), batch_size=4))
+    assert trainer.global_step == 2
+    assert not torch.equal(model.net.fc.weight, before)
+    assert TaskModel(num_classes=3, num_channels=1).automatic_optimization  # default: off on the CPU

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import copy
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,9 +24,20 @@ from alvae_pl.models.backbone import (
     resnet_forward,
 )
 from alvae_pl.models.compiled_forward import CompiledForward
+from alvae_pl.models.graphed_step import CudaStepGraph, GraphedTrainStep, StepGraph
 from alvae_pl.models.loss_prediction import LossPredictionHead, pairwise_margin_loss
 from alvae_pl.models.metrics import classification_metrics, scores
 from alvae_pl.models.train_metrics import EpochTrainMetrics
+
+
+class StepOutputs(NamedTuple):
+    """What one training step computes."""
+
+    loss: Tensor  # 0-d: what backward starts from (task loss, plus the weighted margin loss with a loss head)
+    task_loss: Tensor  # 0-d: mean per-image task loss
+    margin_loss: Tensor | None  # 0-d: the loss-prediction head's pairwise margin loss, if it trains
+    correct: Tensor  # 0-d int64: correct predictions (EpochTrainMetrics.correct_predictions)
+    logits: Tensor  # [B, K], detached
 
 
 class TaskModel(L.LightningModule):
@@ -63,6 +78,12 @@ class TaskModel(L.LightningModule):
             unavailable.
         compile_mode: ``torch.compile`` mode; ``reduce-overhead`` replays each step as CUDA graphs.
         compile_backend: ``torch.compile`` backend (``aot_eager`` traces without generating code: for tests).
+        cuda_graph: capture the whole training step (forward, loss, backward, SGD step) in one CUDA graph and
+            replay it for every full batch (``GraphedTrainStep``): the host then launches one graph per step and
+            the GPU never waits for it. ``None`` (default): on when training on one CUDA GPU with a precision
+            other than ``16-mixed``, no gradient accumulation and no gradient clipping; otherwise off. ``true``
+            where it cannot run warns once and trains eagerly. It uses manual optimisation (Lightning's
+            ``on_before_optimizer_step`` hooks see no gradients) and replaces ``compile`` for full batches.
         train_auroc: also compute the training AUROC each epoch (``train/auroc``). Off by default: it stores
             every training prediction of the epoch and costs host time every step.
     """
@@ -89,6 +110,7 @@ class TaskModel(L.LightningModule):
         compile: bool | None = None,
         compile_mode: str | None = "reduce-overhead",
         compile_backend: str = "inductor",
+        cuda_graph: bool | None = None,
         train_auroc: bool = False,
     ) -> None:
         super().__init__()
@@ -131,6 +153,8 @@ class TaskModel(L.LightningModule):
         self.epoch_train_metrics = EpochTrainMetrics()
         self.train_auroc = classification_metrics(task, num_classes)["auroc"].clone() if train_auroc else None
         self._compiled_forward: CompiledForward | None = None
+        self._graphed_step: GraphedTrainStep[StepOutputs] | None = None
+        self._graph_steps = False  # whether this fit replays full batches as a CUDA graph (set in on_fit_start)
         self._train_metrics: dict[str, float] = {}
         self._train_metrics_epoch: int | None = None
         self.val_metrics = classification_metrics(task, num_classes).clone(prefix="val/")
@@ -181,13 +205,53 @@ class TaskModel(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------- training
     def on_fit_start(self) -> None:
-        """Compile the training forward pass for the device and batch size this fit runs with."""
-        compile_ = self.hparams.compile if self.hparams.compile is not None else self.device.type == "cuda"
+        """Set up the graphed step, or compile the training forward pass, for this fit's device and batch size."""
         batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if not self.automatic_optimization:  # cuda_graph chosen (explicitly or by default)
+            reason = self._cuda_graph_unsupported_reason(self.trainer)
+            self._graph_steps = reason is None
+            if reason is not None:
+                warnings.warn(f"model.cuda_graph is on but {reason}: training steps run eagerly", stacklevel=2)
+            return
+        compile_ = self.hparams.compile if self.hparams.compile is not None else self.device.type == "cuda"
         if compile_ and batch_size is not None and self._compiled_forward is None:
             self._compiled_forward = CompiledForward(
                 self.train_forward, batch_size, self.hparams.compile_mode, self.hparams.compile_backend
             )
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """Lightning's automatic optimisation, unless the step runs as a CUDA graph (``cuda_graph``)."""
+        if self.hparams.cuda_graph is not None:
+            return not self.hparams.cuda_graph
+        return self._trainer is None or self._cuda_graph_unsupported_reason(self._trainer) is not None
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        raise AttributeError("TaskModel chooses its optimisation from model.cuda_graph; set that instead")
+
+    def _cuda_graph_unsupported_reason(self, trainer: L.Trainer) -> str | None:
+        """Why this trainer's training step cannot run as one CUDA graph, or ``None`` when it can."""
+        if trainer.strategy.root_device.type != "cuda":
+            return "training does not run on a CUDA GPU"
+        return self._graph_setting_conflict(trainer)
+
+    @staticmethod
+    def _graph_setting_conflict(trainer: L.Trainer) -> str | None:
+        """The trainer settings a recorded step cannot honour, whatever the device."""
+        if trainer.world_size > 1:
+            return f"training runs on {trainer.world_size} processes (a graph would have to record their all-reduce)"
+        if trainer.precision == "16-mixed":
+            return "precision 16-mixed scales gradients on the host (use bf16-mixed)"
+        if trainer.accumulate_grad_batches != 1:
+            return "accumulate_grad_batches is not 1"
+        if trainer.gradient_clip_val:
+            return "gradient_clip_val is set"
+        return None
+
+    def _new_step_graph(self) -> StepGraph:
+        """The graph a ``GraphedTrainStep`` records into (a CUDA graph; tests substitute a stand-in)."""
+        return CudaStepGraph()
 
     def on_train_epoch_start(self) -> None:
         self.epoch_train_metrics.reset()
@@ -202,10 +266,17 @@ class TaskModel(L.LightningModule):
         losses = self.per_sample_loss(outputs.logits, targets)
         return outputs, losses, EpochTrainMetrics.correct_predictions(outputs.logits.detach(), targets)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, targets = batch
-        self.clear_gradients_before_forward()
-        outputs, losses, correct = self.step_forward(images, targets)
+    def compute_step(
+        self, images: Tensor, targets: Tensor, forward: Callable[..., tuple[BackboneOutputs, Tensor, Tensor]] | None = None
+    ) -> StepOutputs:
+        """A training step's losses and correct predictions for a batch, before backward.
+
+        Args:
+            images: uint8 ``[B, C, H, W]``.
+            targets: int64 ``[B]`` classes or ``[B, K]`` 0/1 findings.
+            forward: ``train_forward`` or its compiled version (default: ``train_forward``).
+        """
+        outputs, losses, correct = (forward or self.train_forward)(images, targets)
         task_loss = losses.mean()
         loss, margin_loss = task_loss, None
         if self.loss_head is not None:
@@ -213,11 +284,46 @@ class TaskModel(L.LightningModule):
             predicted = self.loss_head(blocks, self.vae_features(images))
             margin_loss = pairwise_margin_loss(predicted, losses.detach(), self.hparams.loss_margin)
             loss = task_loss + self.hparams.loss_prediction_weight * margin_loss
+        return StepOutputs(loss, task_loss, margin_loss, correct, outputs.logits.detach())
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+        images, targets = batch
+        if self.automatic_optimization:
+            self.clear_gradients_before_forward()
+            outputs = self.compute_step(images, targets, self.step_forward)
+        else:
+            outputs = self._manual_step(images, targets)
         # Device-side sums only: nothing in a step waits for the GPU.
-        self.epoch_train_metrics.update(task_loss, correct, targets, margin_loss)
+        self.epoch_train_metrics.update(outputs.task_loss, outputs.correct, targets, outputs.margin_loss)
         if self.train_auroc is not None:
-            self.train_auroc.update(scores(outputs.logits.detach(), self.task), targets)
-        return loss
+            self.train_auroc.update(scores(outputs.logits, self.task), targets)
+        return outputs.loss if self.automatic_optimization else None
+
+    def _manual_step(self, images: Tensor, targets: Tensor) -> StepOutputs:
+        """One optimisation step: replayed as a CUDA graph for full batches, eager otherwise."""
+        optimizer = self.optimizers()
+        if self._graph_steps and self._graphed_step is None:
+            # Full batches are the DataModule's batch size (or, without one, the first batch's).
+            batch_size = getattr(self.trainer.datamodule, "batch_size", None) or len(images)
+            self._graphed_step = GraphedTrainStep(self.compute_step, batch_size, self._new_step_graph)
+            rank_zero_info(f"Training steps of {batch_size} images run as one CUDA graph (model.cuda_graph)")
+        graphed = self._graphed_step if self._graph_steps else None
+        if graphed is not None and graphed.handles(images):
+            result: list[StepOutputs] = []
+            # Lightning's optimizer.step counts the step; the graph has already applied it and cleared the
+            # gradients, so the SGD step it calls after the closure changes nothing.
+            optimizer.step(
+                closure=lambda: result.append(
+                    graphed.run(optimizer.optimizer, images, targets, settings=self._detach_loss_head)
+                )
+            )
+            return result[0]
+        optimizer.zero_grad(set_to_none=True)
+        outputs = self.compute_step(images, targets)
+        self.manual_backward(outputs.loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return outputs
 
     def train_epoch_metrics(self) -> dict[str, float]:
         """The finished epoch's ``train/loss``, ``train/accuracy`` (and ``train/loss_prediction``), over all ranks.

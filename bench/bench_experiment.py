@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import platform
 import sys
 import tempfile
@@ -86,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heuristic", choices=("coreset", "random"), default="coreset")
     parser.add_argument("--checkpoint-every", choices=("epoch", "round"), default="epoch")
     parser.add_argument(
+        "--checkpoint-min-interval",
+        type=float,
+        default=60.0,
+        help="RunCheckpoint.min_interval: seconds (0: every epoch)",
+    )
+    parser.add_argument(
         "--cuda-graph", choices=("auto", "on", "off"), default="auto", help="the model's cuda_graph (auto: on for CUDA)"
     )
     parser.add_argument(
@@ -104,8 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict], float, float]:
-    """Fits one run; returns (history rows, fit wall seconds, seconds of the final checkpoint)."""
+def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict], float, float, int]:
+    """Fits one run; returns (history rows, fit wall seconds, seconds of the final checkpoint, checkpoints written)."""
     npz = Path(tempfile.gettempdir()) / "alvae_bench_mnist_like.npz"
     if not npz.is_file():
         write_mnist_like(npz)
@@ -132,7 +139,7 @@ def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict], float, floa
         epochs_first=args.epochs_first,
         epochs_increment=args.epochs_increment,
     )
-    checkpoint = RunCheckpoint(every=args.checkpoint_every)
+    checkpoint = RunCheckpoint(every=args.checkpoint_every, min_interval=args.checkpoint_min_interval)
     trainer = L.Trainer(
         accelerator="gpu" if args.device == "cuda" else "cpu",
         devices=1,
@@ -146,7 +153,7 @@ def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict], float, floa
     trainer.fit(model, datamodule=data)
     wall = time.perf_counter() - started
     recorded = sum(row.get("checkpoint_seconds", 0.0) for row in loop.history)
-    return loop.history, wall, checkpoint.save_seconds - recorded
+    return loop.history, wall, checkpoint.save_seconds - recorded, checkpoint.writes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,13 +165,14 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as temporary:
         folder = args.out or Path(temporary)
-        history, wall, final_checkpoint = run(args, folder)
+        history, wall, final_checkpoint, writes = run(args, folder)
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else (platform.processor() or "cpu")
     print(
         f"\nOne run of the paper's MNIST recipe on synthetic MNIST-shaped data: {args.heuristic}, batch "
-        f"{args.batch_size}, precision {args.precision}, cuda_graph {args.cuda_graph}, compile {args.compile}, checkpoint every "
-        f"{args.checkpoint_every}; {args.device} ({device}), torch {torch.__version__}, lightning {L.__version__}\n"
+        f"{args.batch_size}, precision {args.precision}, cuda_graph {args.cuda_graph}, compile {args.compile}, "
+        f"checkpoint every {args.checkpoint_every} (at most every {args.checkpoint_min_interval:g} s; {writes} "
+        f"written); {args.device} ({device}), torch {torch.__version__}, lightning {L.__version__}\n"
     )
     print("| round | labels | epochs | train s | train img/s | eval s | acquisition s | checkpoint s |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -197,9 +205,15 @@ def main(argv: list[str] | None = None) -> None:
     first = history[0]
     compile_extra = max(first["train_seconds"] - first["labels"] * first["epochs"] / rate, 0.0)
     acquisitions = [r["acquisition_seconds"] for r in history if r.get("acquisition_seconds") is not None]
-    writes = sum(r["epochs"] for r in history) if args.checkpoint_every == "epoch" else len(history)
     per_write = parts["checkpoint"] / max(writes, 1)
-    full_writes = sum(e for _, e in schedule) if args.checkpoint_every == "epoch" else len(schedule)
+    full_writes = len(schedule)  # every round's end
+    if args.checkpoint_every == "epoch":  # and epochs, at most one per min_interval seconds of training
+        by_time = (
+            sum(n * e for n, e in schedule) / rate / args.checkpoint_min_interval
+            if args.checkpoint_min_interval
+            else math.inf
+        )
+        full_writes = min(sum(e for _, e in schedule), len(schedule) + int(by_time))
     full = {
         "train": sum(n * e for n, e in schedule) / rate + compile_extra,
         "eval": parts["eval"] / len(history) * len(schedule),

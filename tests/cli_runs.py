@@ -14,6 +14,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 QUICK = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
+    "--checkpoint.min_interval=0",  # every epoch, so that the resume tests can kill at any epoch's checkpoint
     "--data.initial_labels=60",
     "--data.batch_size=30",
     "--active.budget=60",

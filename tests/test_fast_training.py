@@ -117,8 +117,17 @@ def test_compiled_training_killed_and_resumed_gives_the_eager_records(tmp_path: 
     assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
 
 
-@pytest.mark.parametrize(("every", "written_at"), [("epoch", [0, 1, 2, 3, 4, 5, 6, 7, 8]), ("round", [1, 4, 8])])
-def test_one_checkpoint_file_written_every_epoch_or_every_round(tmp_path: Path, every: str, written_at: list) -> None:
+@pytest.mark.parametrize(
+    ("every", "min_interval", "written_at"),
+    [
+        ("epoch", 0, [0, 1, 2, 3, 4, 5, 6, 7, 8]),
+        ("epoch", 1e9, [1, 4, 8]),  # epochs of a round within the interval are skipped, round ends never
+        ("round", 0, [1, 4, 8]),
+    ],
+)
+def test_one_checkpoint_file_written_every_epoch_or_every_round(
+    tmp_path: Path, every: str, min_interval: float, written_at: list
+) -> None:
     probe = tmp_path / "probe.yaml"
     probe.write_text("trainer:\n  callbacks:\n    - class_path: checkpoint_probe.CheckpointProbe\n")
     quick = ["--trainer.enable_progress_bar=false", "--data.initial_labels=60", "--data.batch_size=30"]
@@ -137,6 +146,7 @@ def test_one_checkpoint_file_written_every_epoch_or_every_round(tmp_path: Path, 
             str(probe),
             f"--trainer.logger.init_args.save_dir={tmp_path}",
             f"--checkpoint.every={every}",
+            f"--checkpoint.min_interval={min_interval}",
             *quick,
             *schedule,
         ]

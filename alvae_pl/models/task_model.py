@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from alvae_pl.data.image_data import TaskKind
@@ -267,7 +267,10 @@ class TaskModel(L.LightningModule):
         return outputs, losses, EpochTrainMetrics.correct_predictions(outputs.logits.detach(), targets)
 
     def compute_step(
-        self, images: Tensor, targets: Tensor, forward: Callable[..., tuple[BackboneOutputs, Tensor, Tensor]] | None = None
+        self,
+        images: Tensor,
+        targets: Tensor,
+        forward: Callable[..., tuple[BackboneOutputs, Tensor, Tensor]] | None = None,
     ) -> StepOutputs:
         """A training step's losses and correct predictions for a batch, before backward.
 

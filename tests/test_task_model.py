@@ -123,3 +123,29 @@ def test_loss_prediction_head_trains_the_backbone_only_early_in_a_round() -> Non
     assert not torch.allclose(backbone_gradient(4), task_only)
     assert torch.allclose(backbone_gradient(5), task_only)
     assert model.predict_loss(images).shape == (8,)
+
+
+def test_recomputed_batch_norm_statistics_are_those_of_the_given_images_and_spare_the_vae(tmp_path: Path) -> None:
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from alvae_pl.models.vae import VAE
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (12, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    vae_trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    vae_trainer.fit(VAE(), DataLoader(TensorDataset(images, torch.zeros(12)), batch_size=12))
+    vae_trainer.save_checkpoint(tmp_path / "vae.ckpt")
+    model = TaskModel(num_classes=3, num_channels=1, loss_prediction=True, vae_checkpoint=str(tmp_path / "vae.ckpt"))
+    model.eval()
+    vae_state = {name: value.clone() for name, value in model.vae.state_dict().items()}
+
+    model.recompute_batch_norm([images[:6], images[6:]])
+
+    # The first batch norm sees conv1's output; its running mean is the average of the two batches' means.
+    with torch.no_grad():
+        first = model.net.conv1(model.normalize(images))
+    expected = (first[:6].mean(dim=(0, 2, 3)) + first[6:].mean(dim=(0, 2, 3))) / 2
+    torch.testing.assert_close(model.net.bn1.running_mean, expected, rtol=1e-4, atol=1e-5)
+    assert model.net.bn1.momentum == 0.1 and not model.training  # settings and mode are restored
+    assert all(torch.equal(value, model.vae.state_dict()[name]) for name, value in vae_state.items())

@@ -60,6 +60,11 @@ class ActiveLearningLoop(Callback):
         evaluate_test: also evaluate on the test split each round (the validation split always is).
         validate_every_epoch: keep Lightning's per-epoch validation; off by default, since on small rounds
             it costs more than training, and every round ends with an evaluation anyway.
+        recompute_batch_norm: at each round's end, before evaluation and acquisition, recompute the task
+            model's batch-norm statistics on the labeled images (``TaskModel.recompute_batch_norm``). Off in the
+            paper's recipe. Rounds of a few dozen steps (the digits demo) leave the running statistics (momentum
+            0.1) behind the weights, and the model then evaluates near chance although it fits its training
+            batches; with this on, evaluation and selection see what the weights learned.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class ActiveLearningLoop(Callback):
         seed: int = 0,
         evaluate_test: bool = True,
         validate_every_epoch: bool = False,
+        recompute_batch_norm: bool = False,
     ) -> None:
         if budget < 1:
             raise ValueError(f"active.budget must be at least 1, got {budget}")
@@ -87,6 +93,7 @@ class ActiveLearningLoop(Callback):
         self.seed = seed
         self.evaluate_test = evaluate_test
         self.validate_every_epoch = validate_every_epoch
+        self.recompute_batch_norm = recompute_batch_norm
         # Checkpointed state.
         self.round_index = 0
         self.round_start_epoch = 0
@@ -203,6 +210,14 @@ class ActiveLearningLoop(Callback):
         }
         splits = {"val": datamodule.data.val} | ({"test": datamodule.data.test} if self.evaluate_test else {})
         started = time.perf_counter()
+        if self.recompute_batch_norm:
+            # Every rank passes over all labeled images (not a shard), so every rank gets the same statistics.
+            labeled, batch = pool.labeled, datamodule.eval_batch_size
+            with trainer.precision_plugin.forward_context():
+                model.recompute_batch_norm(
+                    datamodule.pool_images(labeled[start : start + batch]).to(model.device)
+                    for start in range(0, len(labeled), batch)
+                )
         for name, split in splits.items():
             logits = sharded_inference(
                 trainer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import lightning as L
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.optim.swa_utils import update_bn
 
 from alvae_pl.data.image_data import TaskKind
 from alvae_pl.models.backbone import (
@@ -417,6 +418,12 @@ class TaskModel(L.LightningModule):
             current = self._trainable_state()
             for name, value in self._initial_state.items():
                 current[name].copy_(value)
+
+    def recompute_batch_norm(self, batches: Iterable[Tensor]) -> None:
+        """Replace the ResNet's batch-norm running statistics by their average over ``batches`` (uint8
+        ``[B, C, H, W]`` each), one pass in train mode without gradients (``torch.optim.swa_utils.update_bn``).
+        The loss head has no batch norm; the frozen VAE keeps its own statistics."""
+        update_bn((self.normalize(images) for images in batches), self.net)
 
     def set_round_progress(self, epoch_in_round: int, round_epochs: int) -> None:
         """Told by the active-learning loop at each epoch start; stops the loss head's backbone gradient."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from alvae_pl import acquisition
 from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
 from alvae_pl.callbacks.progress_bar import ThrottledProgressBar
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
@@ -78,6 +81,30 @@ class AlvaeCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
+def one_line_parse_error(message: str) -> str:
+    """jsonargparse's multi-line report of a bad option, as one line that says what to do."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    key = re.match(r'Parser key "([^"]+)"', lines[0]) if lines else None
+    if key is None:
+        return f"{lines[0] if lines else message} (python train.py fit --help lists every option)"
+    given = next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith(("Given value:", "- Given value:"))), None
+    )
+    unknown_class = any("Expected a dot import path string" in line for line in lines)
+    if key.group(1) == "active.heuristic" and unknown_class and given is not None:
+        known = ", ".join(name for name in acquisition.__all__ if name not in ("Heuristic", "Selection"))
+        return f"--active.heuristic: unknown heuristic {given!r}; known: {known} (or a full class path)"
+    if unknown_class and given is not None:
+        return f"--{key.group(1)}: no class named {given!r} (give a full class path, e.g. package.module.Class)"
+    if "Errors:" in lines:  # a union (class or None): keep what the class said, drop the None alternative
+        errors = lines[lines.index("Errors:") + 1 :]
+        errors = [line.lstrip("- ") for line in errors if not line.startswith("Given value") and "NoneType" not in line]
+        detail = " ".join(errors)
+    else:
+        detail = next((line.lstrip("- ") for line in lines[1:] if not line.startswith("Subtypes:")), "")
+    return f"--{key.group(1)}: {detail}"
+
+
 def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
     """Entry point; ``args`` lets tests drive the CLI in-process. Known bad input exits with one line."""
     try:
@@ -86,9 +113,14 @@ def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
             subclass_mode_model=True,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
+            # Parse errors come back as exceptions, reported below in one line instead of usage + a type dump.
+            parser_kwargs={"exit_on_error": False},
             args=args,
             run=run,
         )
+    except argparse.ArgumentError as error:
+        print(f"error: {one_line_parse_error(str(error))}", file=sys.stderr)
+        raise SystemExit(2) from None
     except (OSError, ValueError) as error:  # missing or unreadable files, failed downloads, bad settings
         if os.environ.get("ALVAE_DEBUG"):
             raise

@@ -90,3 +90,23 @@ def multiclass_npz(tmp_path: Path) -> Path:
     Load it with ``MedMNISTSource("pathmnist", root=str(multiclass_npz.parent))`` or ``NpzSource(...)``.
     """
     return write_medmnist_npz(tmp_path / "pathmnist.npz", channels=3, num_classes=9, seed=1)
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``reference_run(config, *options)``: the run folder of an uninterrupted ``train.py`` run, made once per
+    session for each (config, options) and shared by the tests that compare other runs against it."""
+    from cli_runs import train
+
+    folders: dict[tuple[str, ...], Path] = {}
+
+    def run(config: str, *options: str) -> Path:
+        key = (config, *options)
+        if key not in folders:
+            folder = tmp_path_factory.mktemp("reference")
+            result = train(config, folder, *options)
+            assert result.returncode == 0, result.stderr[-3000:]
+            folders[key] = folder / Path(config).stem / "seed_0"
+        return folders[key]
+
+    return run

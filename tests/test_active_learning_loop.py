@@ -42,30 +42,30 @@ def test_entropy_picks_the_most_uncertain_and_sums_findings_for_multilabel() -> 
 
 
 def test_digits_run_learns_and_records_every_round(tmp_path: Path) -> None:
-    # The demo config's own training settings (batch 16, lr 0.02), over three rounds: 100 -> 200 -> 300 labels.
+    # The demo config's own settings (batch 16, lr 0.02, batch-norm statistics recomputed), two rounds: 100 -> 200.
     demo = ["--data.initial_labels=100", "--data.batch_size=16", "--active.budget=100", "--active.epochs_first=4"]
-    result = train("digits_random.yaml", tmp_path, *demo, "--active.max_labels=300")
+    result = train("digits_random.yaml", tmp_path, *demo, "--active.max_labels=200")
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "digits_random" / "seed_0"
     history = read_csv(run / "history.csv")
-    assert [int(r["labels"]) for r in history] == [100, 200, 300]
-    assert [int(r["epochs"]) for r in history] == [4, 5, 6]
+    assert [int(r["labels"]) for r in history] == [100, 200]
+    assert [int(r["epochs"]) for r in history] == [4, 5]
     assert history[-1]["acquisition_seconds"] == "" and float(history[0]["acquisition_seconds"]) >= 0
-    # Ten balanced classes: chance is 0.1; a working model is far above it.
-    assert float(history[-1]["test_accuracy"]) > 0.4, history[-1]
+    # Ten balanced classes: chance is 0.1; a working model is far above it, from its first round on.
+    assert float(history[0]["test_accuracy"]) > 0.35, history[0]
+    assert float(history[-1]["test_accuracy"]) > 0.5, history[-1]
     assert float(history[-1]["test_auroc"]) > 0.8
     labeled = read_csv(run / "labeled.csv")
-    assert len(labeled) == 300 and len({r["pool_index"] for r in labeled}) == 300
-    assert [sum(r["round"] == str(k) for r in labeled) for k in range(3)] == [100, 100, 100]
+    assert len(labeled) == 200 and len({r["pool_index"] for r in labeled}) == 200
+    assert [sum(r["round"] == str(k) for r in labeled) for k in range(2)] == [100, 100]
     assert (run / "checkpoints" / "last.ckpt").exists()
     events = EventAccumulator(str(run)).Reload()
-    assert [e.step for e in events.Scalars("al/test_accuracy")] == [100, 200, 300]
+    assert [e.step for e in events.Scalars("al/test_accuracy")] == [100, 200]
     assert events.Scalars("al/test_accuracy")[-1].value == pytest.approx(float(history[-1]["test_accuracy"]), 1e-4)
 
 
-def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path) -> None:
-    reference = train("digits_entropy.yaml", tmp_path / "reference")
-    assert reference.returncode == 0, reference.stderr[-3000:]
+def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path, reference_run) -> None:
+    expected = reference_run("digits_entropy.yaml")
     folder = tmp_path / "killed"
     folder.mkdir()
     # Killed mid-epoch in round one, then at the end of round two after its acquisition was written but before
@@ -79,7 +79,7 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path)
         assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = train("digits_entropy.yaml", folder, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, actual = tmp_path / "reference" / "digits_entropy" / "seed_0", folder / "digits_entropy" / "seed_0"
+    actual = folder / "digits_entropy" / "seed_0"
     assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
     assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
 
@@ -196,7 +196,7 @@ def test_every_round_starts_from_the_round_zero_weights_with_a_fresh_optimizer(t
 
 
 def test_a_run_folder_that_holds_a_run_is_never_trained_into_again(tmp_path: Path) -> None:
-    first = train("digits_random.yaml", tmp_path)
+    first = train("digits_random.yaml", tmp_path, "--active.max_labels=60")  # one round
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "digits_random" / "seed_0"
     before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
@@ -205,3 +205,50 @@ def test_a_run_folder_that_holds_a_run_is_never_trained_into_again(tmp_path: Pat
     message = again.stderr.strip().splitlines()[-1]
     assert message.startswith("error:") and "already holds a run" in message and "--ckpt_path last" in message
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            ["--active.heuristic=Nope"],
+            "error: --active.heuristic: unknown heuristic 'Nope'; known: CoreSet, Entropy, LearningLoss, MedAL, "
+            "RandomSampling (or a full class path)",
+        ),
+        (
+            ["--active.heuristic=MedAL", "--active.heuristic.init_args.bogus=1"],
+            "error: --active.heuristic: Problem with given class_path 'alvae_pl.acquisition.MedAL': Option 'bogus' "
+            "is not accepted",
+        ),
+        (["--active.budget=x"], "error: --active.budget: Expected a <class 'int'>. Got value: x"),
+        (["--nope=3"], "error: unrecognized arguments: --nope=3 (python train.py fit --help lists every option)"),
+    ],
+)
+def test_bad_options_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture, options: list[str], expected: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "--config",
+                "configs/digits_random.yaml",
+                f"--trainer.logger.init_args.save_dir={tmp_path}",
+                *options,
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [expected]
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_heuristic_by_its_short_name_is_the_same_as_by_its_class_path(tmp_path: Path) -> None:
+    from alvae_pl.acquisition.medal import MedAL
+
+    cli = main(
+        ["fit", "--config", "configs/digits_random.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
+         "--active.heuristic=MedAL"],
+        run=False,
+    )  # fmt: skip
+    loop = next(c for c in cli.trainer.callbacks if isinstance(c, ActiveLearningLoop))
+    assert type(loop.heuristic) is MedAL

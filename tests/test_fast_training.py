@@ -96,13 +96,16 @@ def test_a_failing_compiler_warns_once_and_the_model_trains_eagerly() -> None:
         assert torch.equal(forward(torch.zeros(2)), torch.ones(2))
 
 
-def test_compiled_training_killed_and_resumed_gives_the_eager_records(tmp_path: Path) -> None:
+#: Learning loss with batch 16 over 60/120/180 labels: every epoch ends with a partial batch.
+LOSSNET_BATCH_16 = ("digits_lossnet.yaml", "--data.batch_size=16")
+
+
+def test_compiled_training_killed_and_resumed_gives_the_eager_records(tmp_path: Path, reference_run) -> None:
     # Batch 16 over 60/120/180 labels: every epoch ends with a partial batch, which runs eagerly. Learning loss:
     # the loss-prediction head trains on the compiled backbone's block outputs. Killed at the checkpoint of the
     # first round's last epoch (after acquisition, weight reset and new optimizer), then resumed.
     batch = "--data.batch_size=16"
-    reference = train("digits_lossnet.yaml", tmp_path / "eager", batch, "--model.init_args.compile=false")
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = reference_run(*LOSSNET_BATCH_16)  # eager: the CPU's default
     folder = tmp_path / "compiled"
     folder.mkdir()
     switch = folder / "kill.yaml"
@@ -112,7 +115,7 @@ def test_compiled_training_killed_and_resumed_gives_the_eager_records(tmp_path: 
     resumed = train("digits_lossnet.yaml", folder, batch, *COMPILED, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "training eagerly" not in resumed.stderr
-    expected, actual = tmp_path / "eager" / "digits_lossnet" / "seed_0", folder / "digits_lossnet" / "seed_0"
+    actual = folder / "digits_lossnet" / "seed_0"
     assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
     assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
 
@@ -160,10 +163,9 @@ def test_one_checkpoint_file_written_every_epoch_or_every_round(
     assert float(history[1]["checkpoint_seconds"]) > 0  # round one's epochs and round zero's last checkpoint
 
 
-def test_a_round_killed_mid_way_resumes_from_its_start_with_round_checkpoints(tmp_path: Path) -> None:
+def test_a_round_killed_mid_way_resumes_from_its_start_with_round_checkpoints(tmp_path: Path, reference_run) -> None:
     every_round = "--checkpoint.every=round"
-    reference = train("digits_entropy.yaml", tmp_path / "reference", every_round)
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = reference_run("digits_entropy.yaml")  # checkpointed every epoch: the records are the same
     folder = tmp_path / "killed"
     folder.mkdir()
     switch = folder / "kill.yaml"
@@ -175,7 +177,7 @@ def test_a_round_killed_mid_way_resumes_from_its_start_with_round_checkpoints(tm
     assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = train("digits_entropy.yaml", folder, every_round, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, actual = tmp_path / "reference" / "digits_entropy" / "seed_0", folder / "digits_entropy" / "seed_0"
+    actual = folder / "digits_entropy" / "seed_0"
     assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
     assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
 
@@ -259,16 +261,14 @@ def test_graphed_step_trains_as_the_plain_loop_and_records_once_per_optimizer_an
     assert captures == 2
 
 
-def test_graphed_training_on_digits_gives_the_records_of_automatic_optimisation(tmp_path: Path) -> None:
+def test_graphed_training_on_digits_gives_the_records_of_automatic_optimisation(tmp_path: Path, reference_run) -> None:
     # Learning loss, batch 16 over 60/120/180 labels: partial batches run eagerly between graph replays, the loss
     # head's detach switch changes the recorded step mid-round, and every round brings a new optimizer.
-    batch = "--data.batch_size=16"
-    reference = train("digits_lossnet.yaml", tmp_path / "automatic", batch, "--model.init_args.cuda_graph=false")
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = reference_run(*LOSSNET_BATCH_16)  # automatic optimisation: the CPU's default
     graphed = train(
         "digits_lossnet.yaml",
         tmp_path / "graphed",
-        batch,
+        "--data.batch_size=16",
         "--model.class_path=replayed_graph.ReplayedGraphTaskModel",
         "--model.init_args.cuda_graph=true",
     )
@@ -278,7 +278,6 @@ def test_graphed_training_on_digits_gives_the_records_of_automatic_optimisation(
     # Rounds of 2, 3, 4 epochs with 3, 7, 11 full batches per epoch: one capture in round 0 (the loss head's detach
     # switch comes after epoch 1.2), two in rounds 1 and 2 (before and after the switch), each after 3 warm-ups.
     assert int(graphed.stderr.split("graph captures: ")[1].split()[0]) == 5
-    expected = tmp_path / "automatic" / "digits_lossnet" / "seed_0"
     actual = tmp_path / "graphed" / "digits_lossnet" / "seed_0"
     assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
     assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))

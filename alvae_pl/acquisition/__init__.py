@@ -1,0 +1,11 @@
+"""Acquisition heuristics, one per file. Importing the package imports every heuristic, so that the command line
+knows them all: ``--active.heuristic MedAL`` (a short class name) works and ``--help`` lists every one."""
+
+from alvae_pl.acquisition.coreset import CoreSet
+from alvae_pl.acquisition.entropy import Entropy
+from alvae_pl.acquisition.heuristic import Heuristic, Selection
+from alvae_pl.acquisition.learning_loss import LearningLoss
+from alvae_pl.acquisition.medal import MedAL
+from alvae_pl.acquisition.random_sampling import RandomSampling
+
+__all__ = ["CoreSet", "Entropy", "Heuristic", "LearningLoss", "MedAL", "RandomSampling", "Selection"]

@@ -242,11 +242,11 @@ def test_bad_options_are_one_line_errors(
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-def test_a_heuristic_by_its_short_name_is_the_same_as_by_its_class_path(tmp_path: Path) -> None:
+def test_a_heuristic_can_be_named_by_its_short_class_name(tmp_path: Path) -> None:
     from alvae_pl.acquisition.medal import MedAL
 
     cli = main(
-        ["fit", "--config", "configs/digits_random.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ["--config", "configs/digits_random.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
          "--active.heuristic=MedAL"],
         run=False,
     )  # fmt: skip

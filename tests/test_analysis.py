@@ -322,3 +322,15 @@ def test_report_files_follow_the_umask_like_any_other_file(tmp_path: Path) -> No
     # Readable by colleagues on a shared machine, as a plain open() would make it (not mkstemp's 0o600).
     assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
+
+
+def test_curve_bands_of_accuracies_stay_within_zero_and_one(tmp_path: Path) -> None:
+    # Three seeds near 1: the t-interval (t = 4.3) reaches past 1, the drawn band must not.
+    near_one = {seed: [0.5, 0.9, 0.97, 0.99, v] for seed, v in enumerate([0.93, 1.0, 0.96])}
+    runs = load_experiment(make_experiment(tmp_path, {"coreset": near_one, "coreset_vae": near_one}))
+    assert max(row.ci_high for row in summarize(runs, "val_accuracy")) > 1.0  # the table's interval, unclipped
+    figure = plot_curves(runs, "val_accuracy")
+    (axes,) = figure.axes
+    band = axes.collections[0].get_paths()[0].vertices
+    assert band[:, 1].max() <= 1.0 and band[:, 1].min() >= 0.0
+    assert "clipped to [0, 1]" in axes.get_title()

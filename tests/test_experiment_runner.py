@@ -184,7 +184,15 @@ def test_run_skips_finished_resumes_interrupted_and_starts_the_rest(tmp_path: Pa
     run_experiment(experiment, select_jobs(experiment), launcher=["fake"], log=lines.append, runner=fake)
 
     assert run_commands(fake) == ["base/seed_1", "base_vae/seed_0", "base_vae/seed_1"]
-    assert [line.split(":")[1].split()[0] for line in lines] == ["skipped", "resumed", "started", "started"]
+    starts = [line for line in lines if line.startswith("[") and ": done in " not in line]
+    assert [line.split(":")[1].split()[0] for line in starts] == ["skipped", "resumed", "started", "started"]
+    # Each run says when it is done, how long it took and where its curve ended; then how many jobs are left.
+    done = [line for line in lines if ": done in " in line]
+    assert [line.split(":")[0] for line in done] == ["[1] base seed 1", "[2] base_vae seed 0", "[3] base_vae seed 1"]
+    assert all(line.endswith(f"; {experiment.metric} 0.7000 at {LABELS[2]} labels") for line in done), done
+    progress = [line for line in lines if " jobs done" in line]
+    assert [line.split(",")[0] for line in progress] == ["2 of 4 jobs done", "3 of 4 jobs done", "4 of 4 jobs done"]
+    assert "left" in progress[0] and "left" not in progress[-1]
     resumed = fake.commands[0]
     assert resumed[:4] == ["fake", "fit", "--config", str(tmp_path / "configs" / "base.yaml")]
     assert argument(resumed, "--seed_everything") == "1" and argument(resumed, "--data.pool_seed") == "1"
@@ -209,7 +217,8 @@ def test_vae_is_trained_once_and_only_for_variants_that_read_it(tmp_path: Path) 
     fake = FakeTrain()
     run_experiment(experiment, select_jobs(experiment), launcher=["fake"], log=print, runner=fake)
     assert run_commands(fake) == ["vae", "base_vae/seed_0", "base_vae/seed_1"]
-    assert fake.commands[0][-2:] == ["--ckpt_path=last", "--trainer.max_epochs=3"]
+    assert fake.commands[0][-1] == "--trainer.max_epochs=3"
+    assert not any("--ckpt_path" in command for commands in fake.commands for command in commands)  # all fresh
 
     for folder in (experiment.run_folder("base_vae", 0), experiment.run_folder("base_vae", 1)):
         (folder / "history.csv").unlink()
@@ -229,7 +238,15 @@ def test_vae_is_trained_once_and_only_for_variants_that_read_it(tmp_path: Path) 
             experiment, select_jobs(experiment, index=2), train_vae=False, launcher=["fake"], log=print, runner=fake
         )
     run_experiment(experiment, select_jobs(experiment, index=2), launcher=["fake"], log=lines.append, runner=fake)
-    assert run_commands(fake) == ["vae", "base_vae/seed_0"] and lines[-2].startswith("vae: resumed")
+    assert run_commands(fake) == ["vae", "base_vae/seed_0"]
+    expected = (
+        "vae: resumed",
+        "vae: done in",
+        "[2] base_vae seed 0: started",
+        "[2] base_vae seed 0: done in",
+        "1 of 1",
+    )
+    assert all(line.startswith(start) for line, start in zip(lines[-5:], expected, strict=True)), lines
 
 
 def test_dry_run_prints_commands_and_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -443,3 +460,10 @@ def test_tsne_rejects_an_unfinished_run(tiny_runs: tuple[Path, Path], tmp_path: 
         load_finished_run(unfinished)
     with pytest.raises(FileNotFoundError, match="config.yaml is missing"):
         load_finished_run(tmp_path / "nothing")
+
+
+def test_the_runner_resumes_exactly_the_folders_train_py_refuses_to_start_over() -> None:
+    from alvae_pl import cli
+    from alvae_pl.analysis import runner
+
+    assert runner.RUN_RECORDS == cli.RUN_RECORDS

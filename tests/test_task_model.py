@@ -149,3 +149,24 @@ def test_recomputed_batch_norm_statistics_are_those_of_the_given_images_and_spar
     torch.testing.assert_close(model.net.bn1.running_mean, expected, rtol=1e-4, atol=1e-5)
     assert model.net.bn1.momentum == 0.1 and not model.training  # settings and mode are restored
     assert all(torch.equal(value, model.vae.state_dict()[name]) for name, value in vae_state.items())
+
+
+@pytest.mark.parametrize("task", ["multilabel", "multiclass"])
+def test_auroc_leaves_out_a_class_without_positives_and_names_it(task: str) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(60, 4, generator=generator)
+    if task == "multilabel":
+        targets = (torch.rand(60, 4, generator=generator) > 0.5).long()
+        targets[:, 2] = 0  # finding 2 never present
+        probabilities = logits.sigmoid()
+    else:
+        targets = torch.tensor([0, 1, 3] * 20)  # class 2 never present
+        probabilities = logits.softmax(dim=1)
+    one_hot = targets if task == "multilabel" else torch.nn.functional.one_hot(targets, 4)
+    expected = sum(roc_auc_score(one_hot[:, k], probabilities[:, k]) for k in (0, 1, 3)) / 3
+    kind = "finding" if task == "multilabel" else "class"
+    with pytest.warns(UserWarning, match=f"AUROC is undefined for {kind} 2 .* mean over the other 3"):
+        auroc = compute_metrics(logits, targets, task, 4)["auroc"]
+    assert auroc == pytest.approx(expected, abs=1e-6)

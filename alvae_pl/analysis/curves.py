@@ -37,6 +37,10 @@ def _metric_label(metric: str) -> str:
     return metric.replace("_", " ").replace("auroc", "AUROC")
 
 
+#: Metric names (suffixes) whose values lie in [0, 1].
+BOUNDED_METRICS = ("accuracy", "auroc")
+
+
 def plot_curves(
     runs: Runs,
     metric: str,
@@ -52,7 +56,9 @@ def plot_curves(
         metric: a history column, e.g. ``"val_accuracy"``.
         path: where to save a PNG; nothing is saved when None.
         title: figure title; default names the metric, the band and the seed counts.
-        level: confidence level of the band (``mean ± t * std / sqrt(n)`` over all seeds of the variant).
+        level: confidence level of the band (``mean ± t * std / sqrt(n)`` over all seeds of the variant). For
+            accuracies and AUROCs the band is clipped to their range [0, 1]: with 3 seeds, t is 4.3 and the
+            interval can reach past 1. The report's tables give the unclipped interval.
 
     Returns:
         The figure: one axes, one line and one shaded band per variant.
@@ -69,6 +75,8 @@ def plot_curves(
         means = np.asarray([row.mean for row in variant_rows])
         low = np.asarray([row.ci_low for row in variant_rows])
         high = np.asarray([row.ci_high for row in variant_rows])
+        if metric.endswith(BOUNDED_METRICS):
+            low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
         n_seeds = max(row.n for row in variant_rows)
         seed_counts.append(n_seeds)
         (line,) = axes.plot(labels, means, marker="o", markersize=3, label=f"{variant} (n={n_seeds})")
@@ -79,7 +87,8 @@ def plot_curves(
         seeds = (
             f"{min(seed_counts)}" if min(seed_counts) == max(seed_counts) else f"{min(seed_counts)}-{max(seed_counts)}"
         )
-        title = f"{_metric_label(metric)}: mean and {level:.0%} confidence band over {seeds} seeds"
+        clipped = ", clipped to [0, 1]" if metric.endswith(BOUNDED_METRICS) else ""
+        title = f"{_metric_label(metric)}: mean and {level:.0%} confidence band{clipped} over {seeds} seeds"
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best")

@@ -28,6 +28,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -399,13 +400,24 @@ def task_command(experiment: Experiment, job: Job, launcher: Sequence[str]) -> l
         f"--trainer.logger.init_args.save_dir={experiment.root}",
         f"--trainer.logger.init_args.name={experiment.name}/{job.variant.name}",
         f"--trainer.logger.init_args.version=seed_{job.seed}",
-        "--ckpt_path=last",
+        *_resume(job.folder),
         *experiment.overrides,
     ]
 
 
 def vae_command(vae: VaeRun, launcher: Sequence[str]) -> list[str]:
-    return [*launcher, "fit", "--config", str(vae.config), "--ckpt_path=last", *vae.overrides]
+    return [*launcher, "fit", "--config", str(vae.config), *_resume(vae.folder), *vae.overrides]
+
+
+#: What ``train.py`` refuses to start over without ``--ckpt_path`` (``alvae_pl.cli.RUN_RECORDS``, not imported here:
+#: it would import torch).
+RUN_RECORDS = ("history.csv", "labeled.csv", "checkpoints/last.ckpt")
+
+
+def _resume(folder: Path) -> list[str]:
+    """``--ckpt_path=last`` where an earlier attempt left records, none for a fresh run (where Lightning would
+    warn that there is no checkpoint to load)."""
+    return ["--ckpt_path=last"] if any((folder / name).exists() for name in RUN_RECORDS) else []
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -464,7 +476,10 @@ def _execute(
     echo: bool,
     log: Callable[[str], None],
     runner: Callable[[Sequence[str], Path, bool], ProcessResult] | None,
+    describe_outcome: Callable[[], str] | None = None,
 ) -> str:
+    """Run one job unless finished; logs a start line, then a done line with its duration (and
+    ``describe_outcome()``), or raises ``RunFailed``."""
     runner = runner if runner is not None else run_process
     word = STATE_WORDS[state]
     if state == "finished":
@@ -474,13 +489,39 @@ def _execute(
         log(f"{what}: would be {word} {folder}\n  {shlex.join(command)}")
         return f"would be {word}"
     log(f"{what}: {word} {folder} (output in {folder / LOG_FILENAME})")
+    started = time.monotonic()
     result = runner(command, folder / LOG_FILENAME, echo)
+    took = _duration(time.monotonic() - started)
     if result.returncode != 0:
         raise RunFailed(
-            f"{what} failed with exit code {result.returncode}; run folder {folder}, full output in "
+            f"{what} failed with exit code {result.returncode} after {took}; run folder {folder}, full output in "
             f"{folder / LOG_FILENAME}; last lines:\n{_tail_lines(result.tail)}"
         )
+    outcome = describe_outcome() if describe_outcome is not None else ""
+    log(f"{what}: done in {took}{f'; {outcome}' if outcome else ''}")
     return word
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def final_metric(folder: Path, metric: str) -> str:
+    """``val_accuracy 0.9222 at 400 labels``: the metric in the last row of a run's ``history.csv`` (or "")."""
+    path = folder / "history.csv"
+    if not path.is_file():
+        return ""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not (rows[-1].get(metric) or "").strip():
+        return ""
+    return f"{metric} {float(rows[-1][metric]):.4f} at {rows[-1].get('labels', '?')} labels"
 
 
 def ensure_vae(
@@ -554,11 +595,29 @@ def run_experiment(
             command = vae_command(experiment.vae, launcher)
             word = _execute("vae", command, experiment.vae.folder, state, dry_run, echo, log, runner)
             summary.actions.append(("vae", word))
-    for job in jobs:
+    run_seconds: list[float] = []  # of the jobs run by this call, for the time-left estimate
+    for position, job in enumerate(jobs):
         what = f"[{job.index}] {job.variant.name} seed {job.seed}"
         command = task_command(experiment, job, launcher)
-        word = _execute(what, command, job.folder, task_run_state(job.folder), dry_run, echo, log, runner)
+        state = task_run_state(job.folder)
+        started = time.monotonic()
+        word = _execute(
+            what,
+            command,
+            job.folder,
+            state,
+            dry_run,
+            echo,
+            log,
+            runner,
+            lambda job=job: final_metric(job.folder, experiment.metric),
+        )
         summary.actions.append((f"{job.variant.name}/seed_{job.seed}", word))
+        if state != "finished" and not dry_run:
+            run_seconds.append(time.monotonic() - started)
+            left = sum(task_run_state(later.folder) != "finished" for later in jobs[position + 1 :])
+            estimate = f", about {_duration(left * sum(run_seconds) / len(run_seconds))} left" if left else ""
+            log(f"{position + 1} of {len(jobs)} jobs done{estimate}")
     return summary
 
 

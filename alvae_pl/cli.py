@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
 from alvae_pl.callbacks.progress_bar import ThrottledProgressBar
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.data.datamodule import ActiveDataModule
+from alvae_pl.lightning_noise import quiet_lightning
 
 #: Files whose presence means a run folder holds a run.
 RUN_RECORDS = ("history.csv", "labeled.csv", "checkpoints/last.ckpt")
@@ -107,28 +106,9 @@ def one_line_parse_error(message: str) -> str:
     return f"--{key.group(1)}: {detail}"
 
 
-#: Lightning's lines that are untrue or idle for this tool: the loop sets ``max_epochs`` from its schedule, train
-#: metrics are logged once per epoch (so no interval is too long), and the pytree notice is Lightning's own
-#: deprecation, nothing a user can act on.
-QUIET_WARNINGS = (
-    r"`max_epochs` was not set",
-    r"The number of training batches \(\d+\) is smaller than the logging interval",
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-)
-
-
-def _quiet_lightning() -> None:
-    for message in QUIET_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
-    # An advertisement printed by every Trainer.
-    logging.getLogger("lightning.pytorch.trainer.connectors.logger_connector.logger_connector").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
-    )
-
-
 def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
     """Entry point; ``args`` lets tests drive the CLI in-process. Known bad input exits with one line."""
-    _quiet_lightning()
+    quiet_lightning()
     try:
         return AlvaeCLI(
             datamodule_class=ActiveDataModule,

@@ -46,6 +46,9 @@ def test_digits_run_learns_and_records_every_round(tmp_path: Path) -> None:
     demo = ["--data.initial_labels=100", "--data.batch_size=16", "--active.budget=100", "--active.epochs_first=4"]
     result = train("digits_random.yaml", tmp_path, *demo, "--active.max_labels=200")
     assert result.returncode == 0, result.stderr[-3000:]
+    # Every line a user sees is true and worth reading: none of Lightning's idle notices.
+    for idle in ("litlogger", "`max_epochs` was not set", "smaller than the logging interval", "LeafSpec"):
+        assert idle not in result.stdout + result.stderr, idle
     run = tmp_path / "digits_random" / "seed_0"
     history = read_csv(run / "history.csv")
     assert [int(r["labels"]) for r in history] == [100, 200]

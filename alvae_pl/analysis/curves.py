@@ -87,8 +87,8 @@ def plot_curves(
         seeds = (
             f"{min(seed_counts)}" if min(seed_counts) == max(seed_counts) else f"{min(seed_counts)}-{max(seed_counts)}"
         )
-        clipped = ", clipped to [0, 1]" if metric.endswith(BOUNDED_METRICS) else ""
-        title = f"{_metric_label(metric)}: mean and {level:.0%} confidence band{clipped} over {seeds} seeds"
+        clipped = " clipped to [0, 1]" if metric.endswith(BOUNDED_METRICS) else ""
+        title = f"{_metric_label(metric)}: mean, {level:.0%} band{clipped}, {seeds} seeds"
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="best")

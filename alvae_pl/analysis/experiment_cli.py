@@ -17,6 +17,7 @@ from alvae_pl.analysis.runner import (
     run_experiment,
     select_jobs,
 )
+from alvae_pl.lightning_noise import quiet_lightning
 
 _DESCRIPTION = """\
 Reproduce the paper's comparison: every variant (heuristic with/without VAE features) trained once per seed,
@@ -179,6 +180,7 @@ def _tsne(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``experiment.py``; returns the exit status (2: bad input, 1: a training run failed)."""
     args = build_parser().parse_args(argv)
+    quiet_lightning()  # the t-SNE command builds a Trainer
     try:
         if args.command == "run":
             _run(args)

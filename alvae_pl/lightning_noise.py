@@ -1,0 +1,30 @@
+"""Lightning's lines that are untrue or idle for this tool, silenced for ``train.py`` and ``experiment.py``."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+#: Warnings that say nothing a user of this tool can act on: the active-learning loop sets ``max_epochs`` from its
+#: schedule, train metrics are logged once per epoch (so no logging interval is too long), and the pytree notice
+#: is Lightning's own deprecation.
+QUIET_WARNINGS = (
+    r"`max_epochs` was not set",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+def _not_an_advertisement(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Filter the warnings above and the litlogger tip every ``Trainer`` prints; idempotent."""
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    # rank_zero_info logs through the logger of whichever Lightning package imported lightning_utilities last.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _not_an_advertisement not in logger.filters:
+            logger.addFilter(_not_an_advertisement)

@@ -18,9 +18,8 @@ peak. The references always run on the CPU, as a CPU baseline for the GPU time (
 
 ``--graphs on off`` (GPU only) times the dense picks both replayed as CUDA graphs of 64 picks (the default) and
 launched one kernel at a time. ``--algorithms`` picks core-set's k-center algorithm, one row each: ``auto`` (lazy
-on the CPU, dense on a GPU), ``lazy`` or ``dense`` (see ``alvae_pl.acquisition.coreset.k_center_greedy``); the
-"algorithm" column says which ran. MedAL has one algorithm, a dense pass per pick. To learn which k-center
-algorithm is faster on a GPU::
+on the CPU, dense on a GPU), ``lazy`` or ``dense`` (see ``alvae_pl.acquisition.coreset.k_center_greedy``); the "algorithm" column says which
+ran. MedAL has one algorithm, a dense pass per pick. To learn which k-center algorithm is faster on a GPU::
 
     python bench/bench_selection.py --device cuda --sizes 300000 --no-reference \\
         --methods coreset --algorithms lazy dense

@@ -16,9 +16,8 @@ peak. The references always run on the CPU, as a CPU baseline for the GPU time (
 
     python bench/bench_selection.py --device cuda --sizes 300000 --no-reference
 
-``--graphs on off`` (GPU only) times the dense picks both replayed as CUDA graphs of 64 picks (the default) and
-launched one kernel at a time. ``--algorithms`` picks core-set's k-center algorithm, one row each: ``auto`` (lazy
-on the CPU, dense on a GPU), ``lazy`` or ``dense`` (see ``alvae_pl.acquisition.coreset.k_center_greedy``); the "algorithm" column says which
+``--algorithms`` picks core-set's k-center algorithm, one row each: ``auto`` (lazy on the CPU, dense on a GPU),
+``lazy`` or ``dense`` (see ``alvae_pl.acquisition.coreset.k_center_greedy``); the "algorithm" column says which
 ran. MedAL has one algorithm, a dense pass per pick. To learn which k-center algorithm is faster on a GPU::
 
     python bench/bench_selection.py --device cuda --sizes 300000 --no-reference \\
@@ -95,17 +94,13 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def ours(
-    method: str, algorithm: str, pool: torch.Tensor, labeled: torch.Tensor, budget: int, graphs: bool = True
-) -> dict:
+def ours(method: str, algorithm: str, pool: torch.Tensor, labeled: torch.Tensor, budget: int) -> dict:
     """Times one selection on the features' device; on CUDA also measures its GPU memory ("peak_mib")."""
     if method == "coreset":
-        select = functools.partial(k_center_greedy, algorithm=algorithm, graphs=graphs)
+        select = functools.partial(k_center_greedy, algorithm=algorithm)
         ran = choose_algorithm(algorithm, pool.device)
     else:
-        select, ran = functools.partial(greedy_mean_distance, graphs=graphs), "dense"
-    if ran == "dense" and pool.device.type == "cuda":
-        ran += " + CUDA graphs" if graphs else ", eager"
+        select, ran = greedy_mean_distance, "dense"
     cuda = pool.device.type == "cuda"
     if cuda:
         # CUDA context, cuBLAS handles and lazily loaded kernels cost far more than a selection's first picks.
@@ -163,7 +158,7 @@ def run_case(args: argparse.Namespace) -> None:
         pool, labeled = pool.to(args.device), labeled.to(args.device)
     rss_before = current_rss_mib()
     if args.impl == "ours":
-        result = ours(args.method, args.algorithm, pool, labeled, args.budget, args.graph_mode == "on")
+        result = ours(args.method, args.algorithm, pool, labeled, args.budget)
     else:
         reference = reference_coreset if args.method == "coreset" else reference_medal
         result = reference(pool.numpy(), labeled.numpy(), args.budget, args.ref_picks, args.ref_seconds)
@@ -171,14 +166,12 @@ def run_case(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def spawn(
-    method: str, impl: str, size: int, args: argparse.Namespace, algorithm: str = "auto", graphs: str = "on"
-) -> dict:
+def spawn(method: str, impl: str, size: int, args: argparse.Namespace, algorithm: str = "auto") -> dict:
     command = [
         sys.executable, __file__, "--worker", method, impl, "--size", str(size), "--dim", str(args.dim),
         "--budget", str(args.budget), "--labeled", str(args.labeled), "--ref-picks", str(args.ref_picks),
         "--ref-seconds", str(args.ref_seconds), "--data", args.data, "--device", args.device,
-        "--algorithm", algorithm, "--graph-mode", graphs,
+        "--algorithm", algorithm,
     ]  # fmt: skip
     env = dict(os.environ)
     if args.threads:
@@ -206,18 +199,10 @@ def main() -> None:
     parser.add_argument(
         "--algorithms", nargs="+", choices=ALGORITHMS, default=["auto"], help="core-set's k-center algorithm(s)"
     )
-    parser.add_argument(
-        "--graphs",
-        nargs="+",
-        choices=("on", "off"),
-        default=["on"],
-        help="on a GPU, dense picks replayed as CUDA graphs (on) or launched one by one (off); one row each",
-    )
     parser.add_argument("--no-reference", action="store_true", help="skip the (CPU, sklearn) references")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "IMPL"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="auto", help=argparse.SUPPRESS)
-    parser.add_argument("--graph-mode", choices=("on", "off"), default="on", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         args.method, args.impl = args.worker
@@ -239,13 +224,8 @@ def main() -> None:
         for size in args.sizes:
             # One reference per pool, shared by the rows of every algorithm.
             reference = None if args.no_reference else spawn(method, "reference", size, args)
-            variants = [
-                (algorithm, graphs)
-                for algorithm in (args.algorithms if method == "coreset" else ["auto"])
-                for graphs in (args.graphs if args.device == "cuda" else ["on"])
-            ]
-            for algorithm, graphs in variants:
-                ours_result = spawn(method, "ours", size, args, algorithm, graphs)
+            for algorithm in args.algorithms if method == "coreset" else ["auto"]:
+                ours_result = spawn(method, "ours", size, args, algorithm)
                 cells = [method, ours_result["algorithm"], str(size), f"{ours_result['seconds']:.2f}"]
                 if reference is None:
                     cells += ["-", "-", f"{ours_result['peak_mib']:.0f}", "-"]

@@ -29,4 +29,4 @@ part training 180 python bench/bench_training.py --device cuda --images 16384 --
     --only "alvae-pl" "ceiling" "bare loop"
 part experiment 120 python bench/bench_experiment.py --device cuda --rounds 3
 part experiment_bf16 90 python bench/bench_experiment.py --device cuda --rounds 3 --precision bf16-mixed
-part selection 80 python bench/bench_selection.py --device cuda --sizes 300000 --no-reference --algorithms dense --graphs on off
+part selection 50 python bench/bench_selection.py --device cuda --sizes 300000 --no-reference --algorithms dense

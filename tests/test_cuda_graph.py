@@ -94,23 +94,3 @@ def test_default_fit_on_one_gpu_replays_the_step_and_trains_as_eager(precision: 
     assert all(math.isfinite(value) for value in graphed_metrics.values())
     tolerance = 1e-4 if precision == "32-true" else 2e-2
     assert graphed_metrics == pytest.approx(eager_metrics, rel=tolerance)
-
-
-@pytest.mark.parametrize("labeled", [0, 500])
-@pytest.mark.parametrize("method", ["coreset", "medal"])
-def test_picks_replayed_as_cuda_graphs_are_the_eagerly_launched_picks(method: str, labeled: int) -> None:
-    from alvae_pl.acquisition.coreset import k_center_greedy
-    from alvae_pl.acquisition.medal import greedy_mean_distance
-
-    generator = torch.Generator().manual_seed(0)
-    pool = torch.randn(20_000, 64, generator=generator).cuda()
-    labeled_points = torch.randn(labeled, 64, generator=generator).cuda()
-    select = (
-        (lambda *a, **k: k_center_greedy(*a, **k, algorithm="dense")) if method == "coreset" else greedy_mean_distance
-    )
-    # 300 picks: 2 eager warm-up picks, 4 replays of 64 recorded picks, 42 eager ones.
-    graphed = select(pool, labeled_points, 300, torch.Generator().manual_seed(1), graphs=True)
-    eager = select(pool, labeled_points, 300, torch.Generator().manual_seed(1), graphs=False)
-    assert torch.equal(graphed.positions, eager.positions)
-    assert torch.equal(graphed.scores, eager.scores)
-    assert graphed.positions.unique().numel() == 300

@@ -14,7 +14,6 @@ from alvae_pl.acquisition.feature_space import (
     seeded_first_pick,
 )
 from alvae_pl.acquisition.heuristic import Selection
-from alvae_pl.acquisition.pick_loop import run_picks
 
 #: How :func:`k_center_greedy` updates the nearest-center distances; see :func:`choose_algorithm`.
 Algorithm = Literal["auto", "lazy", "dense"]
@@ -43,7 +42,6 @@ def k_center_greedy(
     generator: torch.Generator | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     algorithm: Algorithm = "auto",
-    graphs: bool = True,
 ) -> Selection:
     """Eq. 1, ``budget`` times: ``u* = argmax_u min_l ||u - l||``, each pick joining the labeled set.
 
@@ -81,8 +79,6 @@ def k_center_greedy(
         chunk_size: rows and columns per block of distances.
         algorithm: ``"lazy"``, ``"dense"``, or ``"auto"`` for lazy on the CPU and dense on a GPU
             (:func:`choose_algorithm`).
-        graphs: for ``"dense"`` on a CUDA device, replay blocks of picks as CUDA graphs (``run_picks``): the same
-            picks, without a kernel launch per operation.
 
     Returns:
         CPU ``Selection``: positions int64 ``[budget]`` into ``candidates`` in picking order; scores float32
@@ -92,10 +88,8 @@ def k_center_greedy(
     chosen = choose_algorithm(algorithm, candidates.device)
     # The dense algorithm's pass over all candidates reads them faster column by column; the lazy one gathers rows.
     x, y, x_sq, y_sq = prepare_points(candidates, labeled, budget, column_major=chosen == "dense")
-    if chosen == "lazy":
-        positions, squared_scores = _lazy_k_center(x, x_sq, y, y_sq, budget, generator, chunk_size)
-    else:
-        positions, squared_scores = _dense_k_center(x, x_sq, y, y_sq, budget, generator, chunk_size, graphs)
+    greedy = _lazy_k_center if chosen == "lazy" else _dense_k_center
+    positions, squared_scores = greedy(x, x_sq, y, y_sq, budget, generator, chunk_size)
     return Selection(positions.cpu(), squared_scores.sqrt().cpu())
 
 
@@ -147,7 +141,6 @@ def _dense_k_center(
     budget: int,
     generator: torch.Generator | None,
     chunk_size: int,
-    graphs: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """The dense algorithm of :func:`k_center_greedy` on centred points ``x`` ``[n, D]`` and ``y`` ``[m, D]``.
 
@@ -163,12 +156,12 @@ def _dense_k_center(
     positions = torch.empty(budget, dtype=torch.int64, device=x.device)
     scores = torch.empty(budget, device=x.device)
     distances, zero = torch.empty_like(nearest), nearest.new_zeros(())
-
-    def step(pick: Tensor, score: Tensor, first: Tensor | None = None) -> None:
-        # Writes into one-element views: the pick stays an index tensor on the device, never a Python int, whose
-        # reading would wait for the device.
-        if first is not None:
-            pick.copy_(first)
+    for i in range(budget):
+        # One-element views, written in place: the pick stays an index tensor on the device, never a Python int,
+        # whose reading would wait for the device.
+        pick, score = positions[i : i + 1], scores[i : i + 1]
+        if i == 0 and m == 0:
+            pick.copy_(seeded_first_pick(n, x.device, generator))
         else:
             torch.argmax(nearest, dim=0, keepdim=True, out=pick)
         torch.index_select(nearest, 0, pick, out=score)  # inf for a first pick with nothing labeled
@@ -181,12 +174,6 @@ def _dense_k_center(
         # Below every real distance, as in the lazy algorithm: picks are never chosen again, and candidates that
         # duplicate a center (distance 0) still come before them.
         nearest.index_fill_(0, pick, -1.0)
-
-    start = 0
-    if m == 0:
-        step(positions[:1], scores[:1], first=seeded_first_pick(n, x.device, generator))
-        start = 1
-    run_picks(step, positions, scores, start, graphs)
     return positions, scores
 
 

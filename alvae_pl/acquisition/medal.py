@@ -14,7 +14,6 @@ from alvae_pl.acquisition.feature_space import (
     squared_distances_to,
 )
 from alvae_pl.acquisition.heuristic import Selection
-from alvae_pl.acquisition.pick_loop import run_picks
 
 
 def greedy_mean_distance(
@@ -23,7 +22,6 @@ def greedy_mean_distance(
     budget: int,
     generator: torch.Generator | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    graphs: bool = True,
 ) -> Selection:
     """Eq. 2, ``budget`` times: ``u* = argmax_u (1/|L|) sum_l ||u - l||``, each pick joining ``L``.
 
@@ -45,8 +43,6 @@ def greedy_mean_distance(
         budget: how many to pick, ``1 <= budget <= n``.
         generator: CPU generator for the first pick of an empty labeled set (default: torch's global one).
         chunk_size: rows per block of the initial candidate-to-labeled distances.
-        graphs: on a CUDA device, replay blocks of picks as CUDA graphs (``run_picks``): the same picks, without a
-            kernel launch per operation.
 
     Returns:
         CPU ``Selection``: positions int64 ``[budget]`` into ``candidates`` in picking order; scores float32
@@ -55,7 +51,7 @@ def greedy_mean_distance(
     """
     # Column by column: the pass over all candidates at every pick reads them faster so.
     x, y, x_sq, y_sq = prepare_points(candidates, labeled, budget, column_major=True)
-    positions, scores = _greedy_mean_distance_on_device(x, x_sq, y, y_sq, budget, generator, chunk_size, graphs)
+    positions, scores = _greedy_mean_distance_on_device(x, x_sq, y, y_sq, budget, generator, chunk_size)
     return Selection(positions.cpu(), scores.to(torch.float32).cpu())
 
 
@@ -67,7 +63,6 @@ def _greedy_mean_distance_on_device(
     budget: int,
     generator: torch.Generator | None,
     chunk_size: int,
-    graphs: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """The loop of :func:`greedy_mean_distance` on centred points ``x`` ``[n, D]`` and ``y`` ``[m, D]``.
 
@@ -85,12 +80,12 @@ def _greedy_mean_distance_on_device(
     positions = torch.empty(budget, dtype=torch.int64, device=x.device)
     sums_at_pick = torch.empty(budget, dtype=torch.float64, device=x.device)
     distances = torch.empty_like(x_sq)
-
-    def step(pick: Tensor, score: Tensor, first: Tensor | None = None) -> None:
-        # Writes into one-element views: the pick stays an index tensor on the device, never a Python int, whose
-        # reading would wait for the device.
-        if first is not None:
-            pick.copy_(first)
+    for i in range(budget):
+        # One-element views, written in place: the pick stays an index tensor on the device, never a Python int,
+        # whose reading would wait for the device.
+        pick, score = positions[i : i + 1], sums_at_pick[i : i + 1]
+        if i == 0 and m == 0:
+            pick.copy_(seeded_first_pick(n, x.device, generator))
             score.fill_(float("inf"))  # and inf / 0 stays inf below
         else:
             torch.argmax(sums, dim=0, keepdim=True, out=pick)
@@ -99,12 +94,6 @@ def _greedy_mean_distance_on_device(
         sums.add_(squared_distances_to(x, x_sq, center, center_sq, out=distances).sqrt_())
         # -inf stays -inf under the additions that follow, so a pick is never chosen again.
         sums.index_fill_(0, pick, float("-inf"))
-
-    start = 0
-    if m == 0:
-        step(positions[:1], sums_at_pick[:1], first=seeded_first_pick(n, x.device, generator))
-        start = 1
-    run_picks(step, positions, sums_at_pick, start, graphs)
     # Pick i was made with m + i points labeled.
     return positions, sums_at_pick / torch.arange(m, m + budget, device=x.device)
 

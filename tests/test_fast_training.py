@@ -302,3 +302,27 @@ def test_cuda_graph_true_where_it_cannot_run_warns_and_trains_eagerly() -> None:
     assert trainer.global_step == 2
     assert not torch.equal(model.net.fc.weight, before)
     assert TaskModel(num_classes=3, num_channels=1).automatic_optimization  # default: off on the CPU
+
+
+def test_epoch_train_metrics_reach_tensorboard_callback_metrics_and_the_progress_bar(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    targets = torch.randint(0, 3, (8,), generator=generator)
+    model = TaskModel(num_classes=3, num_channels=1)
+    logger = TensorBoardLogger(str(tmp_path), name="metrics", version="v")
+    trainer = L.Trainer(max_epochs=2, logger=logger, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(model, DataLoader(TensorDataset(images, targets), batch_size=4))
+
+    last_epoch = model.train_epoch_metrics()
+    assert set(last_epoch) == {"train/loss", "train/accuracy"}
+    assert {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")} == last_epoch
+    assert {k: v for k, v in trainer.progress_bar_metrics.items() if k.startswith("train/")} == last_epoch
+    events = EventAccumulator(str(tmp_path / "metrics" / "v")).Reload()
+    # One point per epoch, at the epoch's last step (2 steps per epoch), as self.log(on_epoch=True) places them.
+    loss = events.Scalars("train/loss")
+    assert [point.step for point in loss] == [1, 3]
+    assert loss[-1].value == pytest.approx(last_epoch["train/loss"], rel=1e-6)
+    assert [point.value for point in events.Scalars("epoch")] == [0, 1]

@@ -326,3 +326,28 @@ def test_epoch_train_metrics_reach_tensorboard_callback_metrics_and_the_progress
     assert [point.step for point in loss] == [1, 3]
     assert loss[-1].value == pytest.approx(last_epoch["train/loss"], rel=1e-6)
     assert [point.value for point in events.Scalars("epoch")] == [0, 1]
+
+
+def test_a_step_that_cannot_be_recorded_warns_once_and_trains_eagerly() -> None:
+    from replayed_graph import ReplayedStepGraph
+
+    from alvae_pl.models.graphed_step import GraphedTrainStep
+
+    class Unrecordable(ReplayedStepGraph):
+        def capture(self, step):  # noqa: ANN001, ANN201
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    class Outputs(NamedTuple):
+        loss: torch.Tensor
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    step = GraphedTrainStep(lambda x, y: Outputs(F.cross_entropy(layer(x), y)), 8, Unrecordable, warmup_steps=1)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    step.run(optimizer, x, y, settings=None)  # the warm-up step
+    before = layer.weight.detach().clone()
+    with pytest.warns(UserWarning, match="recording the training step as a CUDA graph failed"):
+        step.run(optimizer, x, y, settings=None)
+    assert not torch.equal(layer.weight, before)  # the batch was still trained on
+    assert step.failed and not step.handles(x) and step.captures == 0  # later batches go to the eager path

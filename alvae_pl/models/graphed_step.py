@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
@@ -103,10 +104,11 @@ class GraphedTrainStep(Generic[Outputs]):
         self._key: Hashable = None
         self._warmups_left = warmup_steps
         self.captures = 0  # graphs recorded so far (tests and logs)
+        self.failed = False  # a recording failed: every step is the caller's to run eagerly from then on
 
     def handles(self, images: Tensor) -> bool:
-        """Whether a batch is full (graphed); other batches are the caller's to run eagerly."""
-        return len(images) == self.batch_size
+        """Whether a batch is full and recording works (graphed); other batches are the caller's to run eagerly."""
+        return len(images) == self.batch_size and not self.failed
 
     def run(self, optimizer: torch.optim.Optimizer, images: Tensor, targets: Tensor, settings: Hashable) -> Outputs:
         """One training step on a full batch: warm-up, capture + replay, or replay. Returns ``compute``'s outputs
@@ -123,7 +125,13 @@ class GraphedTrainStep(Generic[Outputs]):
             if self._graph is None:
                 static_images, static_targets = self._static = images.clone(), targets.clone()
                 self._graph = self.new_graph()
-                self._outputs = self._graph.capture(lambda: self._step(optimizer, static_images, static_targets))
+                try:
+                    self._outputs = self._graph.capture(lambda: self._step(optimizer, static_images, static_targets))
+                except Exception as error:  # an operation that cannot be recorded: say so once, then train eagerly
+                    self._give_up(error)
+                    outputs = self._step(optimizer, images, targets)  # this batch, not yet trained on
+                    optimizer.zero_grad(set_to_none=True)
+                    return outputs
                 self.captures += 1
             else:
                 self._static[0].copy_(images)
@@ -139,6 +147,16 @@ class GraphedTrainStep(Generic[Outputs]):
         outputs.loss.backward()
         optimizer.step()
         return outputs
+
+    def _give_up(self, error: Exception) -> None:
+        self.failed = True
+        self._graph = self._outputs = self._static = None
+        warnings.warn(
+            f"recording the training step as a CUDA graph failed ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); training eagerly instead. Pass "
+            "--model.init_args.cuda_graph false to skip the attempt",
+            stacklevel=3,
+        )
 
     def _reset(self, optimizer: torch.optim.Optimizer, key: Hashable) -> None:
         self._graph = self._outputs = self._static = None  # frees the old graph and its memory pool

@@ -215,8 +215,8 @@ def test_a_run_folder_that_holds_a_run_is_never_trained_into_again(tmp_path: Pat
     [
         (
             ["--active.heuristic=Nope"],
-            "error: --active.heuristic: unknown heuristic 'Nope'; known: CoreSet, Entropy, LearningLoss, MedAL, "
-            "RandomSampling (or a full class path)",
+            "error: --active.heuristic: unknown heuristic 'Nope'; known: CoreSet, Entropy, LearningLoss, "
+            "LeastConfidence, Margin, MedAL, RandomSampling (or a full class path)",
         ),
         (
             ["--active.heuristic=MedAL", "--active.heuristic.init_args.bogus=1"],

@@ -5,7 +5,19 @@ from alvae_pl.acquisition.coreset import CoreSet
 from alvae_pl.acquisition.entropy import Entropy
 from alvae_pl.acquisition.heuristic import Heuristic, Selection
 from alvae_pl.acquisition.learning_loss import LearningLoss
+from alvae_pl.acquisition.least_confidence import LeastConfidence
+from alvae_pl.acquisition.margin import Margin
 from alvae_pl.acquisition.medal import MedAL
 from alvae_pl.acquisition.random_sampling import RandomSampling
 
-__all__ = ["CoreSet", "Entropy", "Heuristic", "LearningLoss", "MedAL", "RandomSampling", "Selection"]
+__all__ = [
+    "CoreSet",
+    "Entropy",
+    "Heuristic",
+    "LearningLoss",
+    "LeastConfidence",
+    "Margin",
+    "MedAL",
+    "RandomSampling",
+    "Selection",
+]

@@ -447,3 +447,26 @@ def test_selection_memory_stays_far_below_pairwise_matrices():
     peak_growth_mib = [float(line) for line in result.stdout.split()]
     assert len(peak_growth_mib) == 2
     assert max(peak_growth_mib) < 64, f"peak memory grew by {peak_growth_mib} MiB"
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("heuristic_class", [CoreSet, MedAL])
+def test_task_weight_zero_selects_on_the_vae_features_alone(heuristic_class, normalize):
+    candidates, labeled = fake_outputs(400, seed=2), fake_outputs(60, seed=3)
+    space = FeatureSpace(vae_checkpoint="vae.ckpt", alpha=2.0, normalize=normalize, task_weight=0.0)
+    without_task = ({"vae": candidates["vae"]}, {"vae": labeled["vae"]})
+    points, labeled_points = space.combine(*without_task)  # the task block is neither needed nor used
+    assert points.shape == candidates["vae"].shape
+    torch.testing.assert_close(space.combine(candidates, labeled), (points, labeled_points))
+    selection = heuristic_class(features=space, chunk_size=50).select(*without_task, 30, torch.Generator())
+    # Distances scale with alpha (and the normalisation), so the picks are those on V(u) alone.
+    brute_force = brute_force_k_center if heuristic_class is CoreSet else brute_force_mean_distance
+    vae_points, vae_labeled = candidates["vae"].double().numpy(), labeled["vae"].double().numpy()
+    assert selection.positions.tolist() == brute_force(vae_points, vae_labeled, 30, first=-1)[0]
+
+
+def test_task_weight_is_checked():
+    with pytest.raises(ValueError, match="task_weight 0 leaves no features: name a vae_checkpoint"):
+        FeatureSpace(task_weight=0.0)
+    with pytest.raises(ValueError, match="task_weight must be a finite number >= 0"):
+        FeatureSpace(vae_checkpoint="vae.ckpt", task_weight=-1.0)

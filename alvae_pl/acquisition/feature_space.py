@@ -24,7 +24,8 @@ class FeatureSpace:
 
     A point ``u`` is represented by ``[T_f(u), alpha * V(u)]`` (eq. 6), where ``T_f(u)`` is the task model's
     512-d penultimate embedding and ``V(u)`` the VAE's mean vector. Without a VAE checkpoint it is ``T_f(u)``
-    alone (eq. 1 and 2).
+    alone (eq. 1 and 2). ``task_weight`` scales the task block: ``task_weight: 0`` measures in the VAE space
+    alone, ``[0 * T_f(u), V(u)]``, to isolate what the task-agnostic features contribute.
 
     Args:
         vae_checkpoint: a VAE checkpoint written by ``python train.py fit --config configs/vae_<data>.yaml``;
@@ -33,11 +34,22 @@ class FeatureSpace:
             paper, so a given alpha weighs the VAE differently on every data set and every round.
         normalize: divide each block by its mean L2 norm over all embedded rows (candidates and labeled set)
             before applying alpha, so that ``alpha = 1`` gives the two blocks equal typical lengths.
+        task_weight: weight of the task block (1: the paper's). 0 leaves the task features out altogether (they
+            are then not even computed) and needs a ``vae_checkpoint``.
     """
 
-    def __init__(self, vae_checkpoint: str | None = None, alpha: float = 1.0, normalize: bool = False) -> None:
-        if not alpha >= 0 or alpha == float("inf"):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+    def __init__(
+        self,
+        vae_checkpoint: str | None = None,
+        alpha: float = 1.0,
+        normalize: bool = False,
+        task_weight: float = 1.0,
+    ) -> None:
+        for name, value in (("alpha", alpha), ("task_weight", task_weight)):
+            if not value >= 0 or value == float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if task_weight == 0 and vae_checkpoint is None:
+            raise ValueError("task_weight 0 leaves no features: name a vae_checkpoint, or raise task_weight")
         if vae_checkpoint is None and alpha != 1.0:
             warnings.warn(
                 f"alpha={alpha} has no effect without a vae_checkpoint: only task features are used", stacklevel=2
@@ -45,6 +57,7 @@ class FeatureSpace:
         self.vae_checkpoint = vae_checkpoint
         self.alpha = alpha
         self.normalize = normalize
+        self.task_weight = task_weight
         self._vae: VAE | None = None
 
     @property
@@ -68,9 +81,10 @@ class FeatureSpace:
             images: uint8 ``[B, C, H, W]`` on the model's device.
 
         Returns:
-            ``{"task": float [B, 512]}``, plus ``{"vae": float [B, latent_dim]}`` with a VAE.
+            ``{"task": float [B, 512]}`` (unless ``task_weight`` is 0), plus ``{"vae": float [B, latent_dim]}`` with
+            a VAE.
         """
-        outputs = {TASK_KEY: model.forward_features(images).embedding.float()}
+        outputs = {TASK_KEY: model.forward_features(images).embedding.float()} if self.task_weight else {}
         if self.uses_vae:
             if self._vae is None:
                 raise RuntimeError("FeatureSpace.setup(data, device) must be called before embed: it loads the VAE")
@@ -81,14 +95,17 @@ class FeatureSpace:
         """The points to measure distances between, from the outputs of :meth:`embed`.
 
         Args:
-            candidates: ``{"task": [n, Dt]}`` and, with a VAE, ``{"vae": [n, Dv]}``; other keys are ignored.
+            candidates: ``{"task": [n, Dt]}`` (unless ``task_weight`` is 0) and, with a VAE, ``{"vae": [n, Dv]}``;
+                other keys are ignored.
             labeled: the same for the labeled set, ``[m, ...]``; an empty dict means an empty labeled set.
 
         Returns:
-            float32 ``(candidate_points [n, D], labeled_points [m, D])`` with ``D = Dt`` (+ ``Dv`` with a VAE),
-            on the candidates' device.
+            float32 ``(candidate_points [n, D], labeled_points [m, D])`` with ``D = Dt`` (+ ``Dv`` with a VAE; ``Dv``
+            alone with ``task_weight`` 0), on the candidates' device.
         """
-        weights = {TASK_KEY: 1.0, VAE_KEY: self.alpha} if self.uses_vae else {TASK_KEY: 1.0}
+        weights = {TASK_KEY: self.task_weight} if self.task_weight else {}
+        if self.uses_vae:
+            weights[VAE_KEY] = self.alpha
         for key in weights:
             if key not in candidates:
                 raise ValueError(
@@ -97,11 +114,11 @@ class FeatureSpace:
                 )
             if labeled and key not in labeled:
                 raise ValueError(f"labeled outputs lack {key!r} (have {sorted(labeled)}); pass an empty dict or embed")
-        task = candidates[TASK_KEY]
+        first = candidates[next(iter(weights))]
         blocks = []  # (candidate block [n, d], labeled block [m, d], weight)
         for key, weight in weights.items():
             cand = candidates[key].flatten(1)
-            lab = labeled[key].to(task.device).flatten(1) if labeled else cand.new_zeros(0, cand.shape[1])
+            lab = labeled[key].to(first.device).flatten(1) if labeled else cand.new_zeros(0, cand.shape[1])
             if lab.shape[1] != cand.shape[1]:
                 raise ValueError(f"{key!r} features are {cand.shape[1]}-d for candidates but {lab.shape[1]}-d labeled")
             blocks.append((cand, lab, weight / _mean_norm(cand, lab) if self.normalize else weight))
@@ -113,8 +130,8 @@ class FeatureSpace:
                 raise ValueError(f"{name} outputs disagree on the number of rows: {sorted(rows)}")
         # Written into one preallocated tensor each: concatenating scaled copies would hold the features twice.
         dims = [cand.shape[1] for cand, _, _ in blocks]
-        points = torch.empty(len(task), sum(dims), device=task.device)
-        labeled_points = torch.empty(len(blocks[0][1]), sum(dims), device=task.device)
+        points = torch.empty(len(first), sum(dims), device=first.device)
+        labeled_points = torch.empty(len(blocks[0][1]), sum(dims), device=first.device)
         start = 0
         for (cand, lab, weight), dim in zip(blocks, dims, strict=True):
             points[:, start : start + dim] = cand

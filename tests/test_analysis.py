@@ -334,3 +334,34 @@ def test_curve_bands_of_accuracies_stay_within_zero_and_one(tmp_path: Path) -> N
     band = axes.collections[0].get_paths()[0].vertices
     assert band[:, 1].max() <= 1.0 and band[:, 1].min() >= 0.0
     assert "clipped to [0, 1]" in axes.get_title()
+
+
+def test_area_under_each_curve_is_its_mean_over_label_counts_with_paired_tests(
+    experiment: Path, synthetic_values, tmp_path: Path
+) -> None:
+    from scipy import stats
+
+    from alvae_pl.analysis.report import write_report
+    from alvae_pl.analysis.statistics import compare_areas
+
+    runs = load_experiment(experiment)
+    comparison = compare_areas(runs, "val_accuracy", baseline="coreset")
+    assert comparison.label_counts == tuple(LABELS)
+    expected = {v: {s: float(np.mean(values)) for s, values in seeds.items()} for v, seeds in synthetic_values.items()}
+    assert list(comparison.areas) == list(expected)
+    for variant, seeds in expected.items():
+        assert comparison.areas[variant] == pytest.approx(seeds)
+    (row,) = comparison.rows  # coreset_vae against coreset, over the 4 shared seeds (seed 7 has no pair)
+    base = [expected["coreset"][s] for s in range(4)]
+    other = [expected["coreset_vae"][s] for s in range(4)]
+    assert row.variant == "coreset_vae" and row.seeds == (0, 1, 2, 3) and row.labels == len(LABELS)
+    assert row.mean_difference == pytest.approx(np.mean(np.subtract(other, base)))
+    assert row.t_pvalue == pytest.approx(stats.ttest_rel(other, base).pvalue)
+
+    report = write_report(runs, tmp_path / "report", baseline="coreset", metrics=["val_accuracy"], tensorboard=False)
+    table = (tmp_path / "report" / "area_val_accuracy.md").read_text()
+    assert "Area under the val_accuracy curve" in table and f"{np.mean(other) - np.mean(base):+.4f}" in table
+    assert report.area_markdown["val_accuracy"] == table
+    csv_rows = (tmp_path / "report" / "area_val_accuracy.csv").read_text().splitlines()
+    assert len(csv_rows) == 1 + 4 + 5  # header, then one row per variant and seed
+    assert "Area under the val_accuracy curve" in (tmp_path / "report" / "report.md").read_text()

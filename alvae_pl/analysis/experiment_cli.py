@@ -150,6 +150,7 @@ def _report(args: argparse.Namespace) -> None:
         print(f"note: {name}: {reason}", file=sys.stderr)
     if metric in report.markdown:
         print(report.markdown[metric])
+        print(report.area_markdown[metric])
     elif metric not in report.figures:
         raise ValueError(f"the main metric {metric!r} has no values in the histories under {folder}")
     print(f"report: {out / 'report.md'} (figures {', '.join(p.name for p in report.figures.values())})")

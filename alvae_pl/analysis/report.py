@@ -5,6 +5,9 @@
     <folder>/curves_<metric>.png        mean and 95% band per variant against the number of labels
     <folder>/comparison_<metric>.md     mean ± sd, paired t-test and Wilcoxon p per label count (p < 0.05 bold)
     <folder>/comparison_<metric>.csv    the same rows, every field
+    <folder>/area_<metric>.md           the normalised area under each curve (mean over label counts), per
+                                        variant and seed, with the paired tests against the baseline
+    <folder>/area_<metric>.csv          one row per variant and seed
     <folder>/report.md                  all tables and figures in one page
     <folder>/events.out.tfevents.*      the figures and tables for TensorBoard (``tensorboard --logdir <folder>``)
 """
@@ -18,7 +21,14 @@ from pathlib import Path
 
 from alvae_pl.analysis.curves import figure_to_tensorboard, plot_curves
 from alvae_pl.analysis.history import Runs, atomic_write_text
-from alvae_pl.analysis.statistics import compare_variants, to_markdown, write_table_csv
+from alvae_pl.analysis.statistics import (
+    area_markdown,
+    compare_areas,
+    compare_variants,
+    to_markdown,
+    write_area_csv,
+    write_table_csv,
+)
 
 #: The metrics a report covers, when the histories hold them.
 REPORT_METRICS: tuple[str, ...] = ("val_accuracy", "test_accuracy", "val_auroc", "test_auroc")
@@ -33,6 +43,7 @@ class Report:
         figures: metric -> ``curves_<metric>.png``.
         tables: metric -> ``comparison_<metric>.md`` (and a ``.csv`` beside it).
         markdown: metric -> the markdown table.
+        area_markdown: metric -> the markdown table of areas under the curves.
         skipped: metric -> why it has no figure or table.
     """
 
@@ -40,6 +51,7 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)
     tables: dict[str, Path] = field(default_factory=dict)
     markdown: dict[str, str] = field(default_factory=dict)
+    area_markdown: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
 
@@ -127,6 +139,10 @@ def write_report(
             report.markdown[metric] = markdown
             report.tables[metric] = atomic_write_text(folder / f"comparison_{metric}.md", markdown)
             write_table_csv(rows, folder / f"comparison_{metric}.csv")
+            areas = compare_areas(runs, metric, baseline, alpha)
+            report.area_markdown[metric] = area_markdown(areas, alpha)
+            atomic_write_text(folder / f"area_{metric}.md", report.area_markdown[metric])
+            write_area_csv(areas, folder / f"area_{metric}.csv")
             if writer is not None:
                 writer.add_text(f"comparison/{metric}", markdown)
     finally:
@@ -153,7 +169,7 @@ def _report_page(runs: Runs, report: Report, baseline: str, title: str | None) -
     for metric, figure in report.figures.items():
         lines += [f"## {metric}", "", f"![{metric}]({figure.name})", ""]
         if metric in report.markdown:
-            lines += [report.markdown[metric]]
+            lines += [report.area_markdown[metric], report.markdown[metric]]
         elif metric in report.skipped:
             lines += [f"No table: {report.skipped[metric]}.", ""]
     return "\n".join(lines)

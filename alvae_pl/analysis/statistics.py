@@ -209,6 +209,108 @@ def compare_variants(runs: Runs, metric: str, baseline: str, alpha: float = 0.05
     return rows
 
 
+@dataclass(frozen=True)
+class AreaComparison:
+    """One number per learning curve: the normalised area under it, i.e. the mean of ``metric`` over the label
+    counts every run reached (the usual active-learning summary), per variant and seed, and each variant against
+    the baseline over the paired seeds (``rows``: ``labels`` holds the number of label counts averaged)."""
+
+    metric: str
+    label_counts: tuple[int, ...]
+    areas: dict[str, dict[int, float]]  # variant -> seed -> area
+    rows: list[ComparisonRow]
+
+
+def compare_areas(runs: Runs, metric: str, baseline: str, alpha: float = 0.05) -> AreaComparison:
+    """Normalised areas under every run's curve of ``metric``, compared with ``baseline`` seed by seed.
+
+    A run missing a finite value at one of the shared label counts (an unfinished run) gets no area.
+    """
+    check_metric(runs, metric)
+    curves = {
+        variant: {seed: h.values_by_labels(metric) for seed, h in seeds.items()} for variant, seeds in runs.items()
+    }
+    shared = set.intersection(*(set(curve) for seeds in curves.values() for curve in seeds.values()))
+    if not shared:
+        raise ValueError(f"the runs share no label count for {metric!r}; were they run with the same budget?")
+    counts = tuple(sorted(shared))
+    areas = {
+        variant: {
+            seed: float(np.mean([curve[n] for n in counts]))
+            for seed, curve in seeds.items()
+            if all(math.isfinite(curve[n]) for n in counts)
+        }
+        for variant, seeds in curves.items()
+    }
+    # The comparison machinery, on one-row "histories": every area sits at the same pseudo label count.
+    area_runs = {
+        variant: {seed: _AreaHistory(len(counts), value, metric) for seed, value in seeds.items()}
+        for variant, seeds in areas.items()
+    }
+    rows = compare_variants(area_runs, metric, baseline, alpha)  # type: ignore[arg-type]
+    return AreaComparison(metric, counts, areas, rows)
+
+
+@dataclass(frozen=True)
+class _AreaHistory:
+    """Stands in for a ``History`` holding one value at one label count."""
+
+    labels: int
+    value: float
+    metric: str
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.metric,)
+
+    def values_by_labels(self, metric: str) -> dict[int, float]:
+        return {self.labels: self.value}
+
+
+def area_markdown(comparison: AreaComparison, alpha: float = 0.05) -> str:
+    """The area table: each variant's mean ± sd and per-seed areas, the difference to the baseline and p-values."""
+    baseline = comparison.rows[0].baseline if comparison.rows else ""
+    lines = [
+        f"**Area under the {comparison.metric} curve**, normalised: the mean of {comparison.metric} over the "
+        f"{len(comparison.label_counts)} label counts {comparison.label_counts[0]}-{comparison.label_counts[-1]}.",
+        "",
+        "| variant | seeds | mean ± sd | per seed | difference to " + baseline + " [95% CI] | t-test p | Wilcoxon p |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    rows = {row.variant: row for row in comparison.rows}
+    for variant, seeds in comparison.areas.items():
+        values = np.asarray(list(seeds.values()))
+        per_seed = ", ".join(f"{seed}: {value:.4f}" for seed, value in sorted(seeds.items()))
+        cells = [variant, str(len(values)), _format_mean(float(np.mean(values)), sample_std(values)), per_seed]
+        row = rows.get(variant)
+        if row is None:
+            cells += ["(baseline)", "", ""]
+        else:
+            low, high = row.difference_ci_low, row.difference_ci_high
+            ci = "" if math.isnan(low) else f" [{low:+.4f}, {high:+.4f}]"
+            cells += [
+                f"{row.mean_difference:+.4f}{ci}",
+                _format_p(row.t_pvalue, alpha),
+                _format_p(row.wilcoxon_pvalue, alpha),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_area_csv(comparison: AreaComparison, path: str | Path) -> Path:
+    """One row per (variant, seed): its area, and the variant's paired p-values against the baseline."""
+    rows = {row.variant: row for row in comparison.rows}
+    header = ["metric", "variant", "seed", "area", "label_counts", "t_pvalue", "wilcoxon_pvalue"]
+    lines = []
+    for variant, seeds in comparison.areas.items():
+        row = rows.get(variant)
+        for seed, area in sorted(seeds.items()):
+            pvalues = [row.t_pvalue, row.wilcoxon_pvalue] if row is not None else [math.nan, math.nan]
+            counts = ";".join(str(n) for n in comparison.label_counts)
+            lines.append([comparison.metric, variant, seed, area, counts, *pvalues])
+    return atomic_write_text(path, format_csv(header, lines))
+
+
 def write_table_csv(rows: Sequence[ComparisonRow], path: str | Path) -> Path:
     """Write comparison rows to ``path`` atomically: one column per field, seeds joined by ``;``, NaN empty."""
     header = [field.name for field in fields(ComparisonRow)]

@@ -6,12 +6,14 @@ import logging
 import warnings
 
 #: Warnings that say nothing a user of this tool can act on: the active-learning loop sets ``max_epochs`` from its
-#: schedule, train metrics are logged once per epoch (so no logging interval is too long), and the pytree notice
-#: is Lightning's own deprecation.
+#: schedule, train metrics are logged once per epoch (so no logging interval is too long), the pytree notice
+#: is Lightning's own deprecation, and the modules in eval mode at the start of training are the frozen VAE
+#: encoder that learning loss + VAE carries inside the task model, on purpose.
 QUIET_WARNINGS = (
     r"`max_epochs` was not set",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Found \d+ module\(s\) in eval mode at the start of training",
 )
 
 

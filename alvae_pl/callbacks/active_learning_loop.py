@@ -158,8 +158,9 @@ class ActiveLearningLoop(Callback):
         self.heuristic.check_model(pl_module)
         schedule = self.label_schedule(len(datamodule.pool), datamodule.initial_labels)
         max_epochs = sum(self.round_epochs(r) for r in range(len(schedule)))
+        rounds = f"{len(schedule)} round{'s' if len(schedule) > 1 else ''}"
         rank_zero_info(
-            f"Active learning: {len(schedule)} rounds, labels {schedule[0]} -> {schedule[-1]}, "
+            f"Active learning: {rounds}, labels {schedule[0]} -> {schedule[-1]}, "
             f"at most {max_epochs} epochs; heuristic {type(self.heuristic).__name__}"
         )
         trainer.fit_loop.max_epochs = max_epochs

@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from alvae_pl.models.graphed_step import trainer_settings_conflict
 from alvae_pl.models.task_model import TaskModel
 
 
@@ -52,7 +53,7 @@ class ReplayedGraphTaskModel(TaskModel):
         return ReplayedStepGraph()
 
     def _cuda_graph_unsupported_reason(self, trainer: L.Trainer) -> str | None:
-        return self._graph_setting_conflict(trainer)
+        return trainer_settings_conflict(trainer)
 
     def on_train_end(self) -> None:
         captures = self._graphed_step.captures if self._graphed_step is not None else 0

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alvae_pl.acquisition.heuristic import Heuristic, Selection, top_scoring
-from alvae_pl.models.task_model import TaskModel
+from alvae_pl.acquisition.prediction_heuristic import PredictionHeuristic
 
 
 def prediction_entropy(logits: Tensor, multilabel: bool) -> Tensor:
@@ -25,13 +24,8 @@ def prediction_entropy(logits: Tensor, multilabel: bool) -> Tensor:
     return -(log_p.exp() * log_p).sum(dim=1)
 
 
-class Entropy(Heuristic):
+class Entropy(PredictionHeuristic):
     """Labels the ``budget`` unlabeled images whose predictions have the highest entropy (ties: lowest index)."""
 
-    def embed(self, model: TaskModel, images: Tensor) -> dict[str, Tensor]:
-        return {"entropy": prediction_entropy(model(images), multilabel=model.task == "multilabel")}
-
-    def select(
-        self, candidates: dict[str, Tensor], labeled: dict[str, Tensor], budget: int, generator: torch.Generator
-    ) -> Selection:
-        return top_scoring(candidates["entropy"], budget)
+    key = "entropy"
+    measure = staticmethod(prediction_entropy)

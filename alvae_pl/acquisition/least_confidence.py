@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alvae_pl.acquisition.heuristic import Heuristic, Selection, top_scoring
-from alvae_pl.models.task_model import TaskModel
+from alvae_pl.acquisition.prediction_heuristic import PredictionHeuristic
 
 
 def prediction_confidence(logits: Tensor, multilabel: bool) -> Tensor:
@@ -22,14 +21,13 @@ def prediction_confidence(logits: Tensor, multilabel: bool) -> Tensor:
     return logits.softmax(dim=1).max(dim=1).values
 
 
-class LeastConfidence(Heuristic):
+class LeastConfidence(PredictionHeuristic):
     """Labels the ``budget`` unlabeled images whose most likely label is least probable
     (``prediction_confidence``). Scores are ``1 - confidence`` (ties: lowest index)."""
 
-    def embed(self, model: TaskModel, images: Tensor) -> dict[str, Tensor]:
-        return {"confidence": prediction_confidence(model(images), multilabel=model.task == "multilabel")}
+    key = "confidence"
+    measure = staticmethod(prediction_confidence)
 
-    def select(
-        self, candidates: dict[str, Tensor], labeled: dict[str, Tensor], budget: int, generator: torch.Generator
-    ) -> Selection:
-        return top_scoring(1 - candidates["confidence"], budget)
+    @staticmethod
+    def score(measured: Tensor) -> Tensor:
+        return 1 - measured

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alvae_pl.acquisition.heuristic import Heuristic, Selection, top_scoring
-from alvae_pl.models.task_model import TaskModel
+from alvae_pl.acquisition.prediction_heuristic import PredictionHeuristic
 
 
 def prediction_margin(logits: Tensor, multilabel: bool) -> Tensor:
@@ -28,16 +27,15 @@ def prediction_margin(logits: Tensor, multilabel: bool) -> Tensor:
     return top_two[:, 0] - top_two[:, 1]
 
 
-class Margin(Heuristic):
+class Margin(PredictionHeuristic):
     """Labels the ``budget`` unlabeled images with the smallest prediction margin (``prediction_margin``).
 
     Scores are ``1 - margin``, so that the picked images score highest (ties: lowest index).
     """
 
-    def embed(self, model: TaskModel, images: Tensor) -> dict[str, Tensor]:
-        return {"margin": prediction_margin(model(images), multilabel=model.task == "multilabel")}
+    key = "margin"
+    measure = staticmethod(prediction_margin)
 
-    def select(
-        self, candidates: dict[str, Tensor], labeled: dict[str, Tensor], budget: int, generator: torch.Generator
-    ) -> Selection:
-        return top_scoring(1 - candidates["margin"], budget)
+    @staticmethod
+    def score(measured: Tensor) -> Tensor:
+        return 1 - measured

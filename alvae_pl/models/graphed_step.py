@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -162,6 +163,19 @@ class GraphedTrainStep(Generic[Outputs]):
         self._graph = self._outputs = self._static = None  # frees the old graph and its memory pool
         self._optimizer, self._key = optimizer, key
         self._warmups_left = self.warmup_steps
+
+
+def trainer_settings_conflict(trainer: L.Trainer) -> str | None:
+    """The trainer settings a recorded step cannot honour, whatever the device (``None``: none)."""
+    if trainer.world_size > 1:
+        return f"training runs on {trainer.world_size} processes (a graph would have to record their all-reduce)"
+    if trainer.precision == "16-mixed":
+        return "precision 16-mixed scales gradients on the host (use bf16-mixed)"
+    if trainer.accumulate_grad_batches != 1:
+        return "accumulate_grad_batches is not 1"
+    if trainer.gradient_clip_val:
+        return "gradient_clip_val is set"
+    return None
 
 
 def _hyperparameters(optimizer: torch.optim.Optimizer) -> tuple:

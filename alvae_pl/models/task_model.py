@@ -25,7 +25,7 @@ from alvae_pl.models.backbone import (
     resnet_forward,
 )
 from alvae_pl.models.compiled_forward import CompiledForward
-from alvae_pl.models.graphed_step import CudaStepGraph, GraphedTrainStep, StepGraph
+from alvae_pl.models.graphed_step import CudaStepGraph, GraphedTrainStep, StepGraph, trainer_settings_conflict
 from alvae_pl.models.loss_prediction import LossPredictionHead, pairwise_margin_loss
 from alvae_pl.models.metrics import classification_metrics, scores
 from alvae_pl.models.train_metrics import EpochTrainMetrics
@@ -235,20 +235,7 @@ class TaskModel(L.LightningModule):
         """Why this trainer's training step cannot run as one CUDA graph, or ``None`` when it can."""
         if trainer.strategy.root_device.type != "cuda":
             return "training does not run on a CUDA GPU"
-        return self._graph_setting_conflict(trainer)
-
-    @staticmethod
-    def _graph_setting_conflict(trainer: L.Trainer) -> str | None:
-        """The trainer settings a recorded step cannot honour, whatever the device."""
-        if trainer.world_size > 1:
-            return f"training runs on {trainer.world_size} processes (a graph would have to record their all-reduce)"
-        if trainer.precision == "16-mixed":
-            return "precision 16-mixed scales gradients on the host (use bf16-mixed)"
-        if trainer.accumulate_grad_batches != 1:
-            return "accumulate_grad_batches is not 1"
-        if trainer.gradient_clip_val:
-            return "gradient_clip_val is set"
-        return None
+        return trainer_settings_conflict(trainer)
 
     def _new_step_graph(self) -> StepGraph:
         """The graph a ``GraphedTrainStep`` records into (a CUDA graph; tests substitute a stand-in)."""

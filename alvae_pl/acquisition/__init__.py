@@ -1,6 +1,8 @@
 """Acquisition heuristics, one per file. Importing the package imports every heuristic, so that the command line
 knows them all: ``--active.heuristic MedAL`` (a short class name) works and ``--help`` lists every one."""
 
+from alvae_pl.acquisition.badge import BADGE
+from alvae_pl.acquisition.bald import BALD
 from alvae_pl.acquisition.coreset import CoreSet
 from alvae_pl.acquisition.entropy import Entropy
 from alvae_pl.acquisition.heuristic import Heuristic, Selection
@@ -11,6 +13,8 @@ from alvae_pl.acquisition.medal import MedAL
 from alvae_pl.acquisition.random_sampling import RandomSampling
 
 __all__ = [
+    "BADGE",
+    "BALD",
     "CoreSet",
     "Entropy",
     "Heuristic",

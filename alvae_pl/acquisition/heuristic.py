@@ -28,15 +28,17 @@ class Selection(NamedTuple):
 class Heuristic(ABC):
     """Chooses which unlabeled pool images to label next.
 
-    The active-learning loop drives a heuristic in three steps, once per round:
+    The active-learning loop drives a heuristic in these steps, once per round:
 
+    0. ``start_acquisition(generator)``: draw whatever ``embed`` needs at random (BALD's dropout masks);
     1. ``candidates(unlabeled, generator)``: the pool indices worth embedding (default: all unlabeled);
     2. ``embed(model, images)``: per-image outputs, run in batches over the candidates (and, when
        ``uses_labeled``, over the labeled set too), sharded over DDP ranks and gathered;
     3. ``select(candidates, labeled, budget, generator)``: on one process, the picks.
 
     All randomness comes from ``generator``, seeded by the loop from (seed, round), so a resumed run picks
-    the same images.
+    the same images. Steps 0 and 1 run on every DDP rank with generators in the same state, so every rank draws
+    the same numbers.
     """
 
     #: Whether ``select`` needs the labeled set's outputs (distance-based heuristics do).
@@ -49,6 +51,9 @@ class Heuristic(ABC):
 
     def check_model(self, model: TaskModel) -> None:  # noqa: B027 - optional hook
         """Called before training: raise a one-line ``ValueError`` if ``model`` lacks what ``embed`` needs."""
+
+    def start_acquisition(self, generator: torch.Generator) -> None:  # noqa: B027 - optional hook
+        """Called on every rank at the start of each acquisition, before ``candidates``."""
 
     def candidates(self, unlabeled: Tensor, generator: torch.Generator) -> Tensor:
         """Pool indices (int64 ``[n]``) to embed and choose from; a subset of ``unlabeled``."""

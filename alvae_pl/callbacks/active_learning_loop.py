@@ -261,6 +261,7 @@ class ActiveLearningLoop(Callback):
             limit = "the pool is used up" if budget == pool.num_unlabeled else "active.max_labels is reached"
             rank_zero_warn(f"The last acquisition labels {budget} images instead of {self.budget}: then {limit}.")
         generator = torch.Generator().manual_seed(round_seed(self.seed, self.round_index))
+        self.heuristic.start_acquisition(generator)
         candidates = self.heuristic.candidates(pool.unlabeled, generator)
         if len(candidates) < budget:
             raise ValueError(f"{type(self.heuristic).__name__} offered {len(candidates)} candidates for {budget} picks")

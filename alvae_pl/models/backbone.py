@@ -76,12 +76,17 @@ def build_resnet18(num_classes: int, in_channels: int, weights: Weights | None, 
     return net
 
 
-def resnet_forward(net: ResNet, x: Tensor) -> BackboneOutputs:
-    """One pass through ``net`` that keeps the intermediate outputs. ``x``: float ``[B, C, H, W]``."""
+def resnet_forward(net: ResNet, x: Tensor, dropout: float = 0.0) -> BackboneOutputs:
+    """One pass through ``net`` that keeps the intermediate outputs. ``x``: float ``[B, C, H, W]``.
+
+    ``dropout`` > 0 drops units of the embedding before the classifier (``net.fc``); the embedding returned is the
+    one before dropout. Callers pass 0 outside training.
+    """
     x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
     b1 = net.layer1(x)
     b2 = net.layer2(b1)
     b3 = net.layer3(b2)
     b4 = net.layer4(b3)
     embedding = torch.flatten(net.avgpool(b4), 1)
-    return BackboneOutputs(net.fc(embedding), embedding, (b1, b2, b3, b4))
+    classifier_input = torch.nn.functional.dropout(embedding, dropout) if dropout > 0 else embedding
+    return BackboneOutputs(net.fc(classifier_input), embedding, (b1, b2, b3, b4))

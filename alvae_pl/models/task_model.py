@@ -87,6 +87,9 @@ class TaskModel(L.LightningModule):
             ``on_before_optimizer_step`` hooks see no gradients) and replaces ``compile`` for full batches.
         train_auroc: also compute the training AUROC each epoch (``train/auroc``). Off by default: it stores
             every training prediction of the epoch and costs host time every step.
+        dropout: probability of dropping each unit of the 512-d embedding before the classifier, in training
+            (0: no dropout layer, the paper's model). BALD needs it: its Monte-Carlo passes sample dropout masks at
+            acquisition time (Gal et al., 2017).
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class TaskModel(L.LightningModule):
         compile_backend: str = "inductor",
         cuda_graph: bool | None = None,
         train_auroc: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -121,6 +125,8 @@ class TaskModel(L.LightningModule):
                 "model.vae_checkpoint feeds VAE features to the loss-prediction head: set model.loss_prediction "
                 "true, or name the VAE in the heuristic's feature space instead"
             )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"model.dropout is a probability in [0, 1), got {dropout}")
         if not 0.0 <= loss_detach_after <= 1.0:
             raise ValueError(f"loss_detach_after is a share of the round's epochs in [0, 1], got {loss_detach_after}")
         self.task = task
@@ -178,7 +184,12 @@ class TaskModel(L.LightningModule):
 
     def forward_features(self, images: Tensor) -> BackboneOutputs:
         """Logits ``[B, K]``, the 512-d embedding T_f(u) ``[B, 512]`` and the four block outputs."""
-        return resnet_forward(self.net, self.normalize(images))
+        dropout = self.hparams.dropout if self.training else 0.0
+        return resnet_forward(self.net, self.normalize(images), dropout)
+
+    def classify(self, embedding: Tensor) -> Tensor:
+        """Logits ``[..., K]`` of embeddings ``[..., 512]``: the final linear layer alone."""
+        return self.net.fc(embedding)
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits ``[B, K]`` of uint8 images ``[B, C, H, W]``."""

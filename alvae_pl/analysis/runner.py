@@ -10,6 +10,7 @@ An experiment is a small YAML file (``configs/experiments/<name>.yaml``)::
     variants:
       coreset: configs/digits_coreset.yaml
       coreset_vae: configs/digits_coreset_vae.yaml
+      bald: [configs/digits_entropy.yaml, configs/heuristics/bald.yaml]  # merged in order, as train.py does
     overrides: []                 # extra train.py arguments for every run, the VAE's included
     vae_overrides: []             # extra train.py arguments for the VAE run only
     metric: test_accuracy         # the report's main metric
@@ -72,16 +73,17 @@ class RunFailed(RuntimeError):
 # ------------------------------------------------------------------------------------------------ config
 @dataclass(frozen=True)
 class Variant:
-    """One arm of the comparison: a ``train.py`` config, run once per seed.
+    """One arm of the comparison: ``train.py`` configs, run once per seed.
 
     Attributes:
         name: folder name under the experiment, e.g. ``coreset_vae``.
-        config: the ``train.py`` YAML.
-        vae_checkpoints: every non-null ``vae_checkpoint`` the YAML names (empty: the variant needs no VAE).
+        configs: the ``train.py`` YAML files, merged in order (``--config a.yaml --config b.yaml``): a full config,
+            then overlays such as ``configs/heuristics/bald.yaml``.
+        vae_checkpoints: every non-null ``vae_checkpoint`` the YAML files name (empty: the variant needs no VAE).
     """
 
     name: str
-    config: Path
+    configs: tuple[Path, ...]
     vae_checkpoints: tuple[str, ...] = ()
 
     @property
@@ -243,27 +245,33 @@ def read_experiment(path: str | Path) -> Experiment:
         raise _fail(source, f"'seeds' repeats a seed: {seeds}")
     variants_spec = content["variants"]
     if not isinstance(variants_spec, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in variants_spec.items()
+        isinstance(k, str) and (isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(c, str) for c in v)))
+        for k, v in variants_spec.items()
     ):
-        raise _fail(source, "'variants' must map variant names to train.py configs, e.g. {coreset: configs/x.yaml}")
+        raise _fail(
+            source,
+            "'variants' must map variant names to train.py configs, e.g. {coreset: configs/x.yaml}, or to lists of "
+            "configs merged in order, e.g. {bald: [configs/x.yaml, configs/heuristics/bald.yaml]}",
+        )
     overrides = _string_list(content.get("overrides"), "overrides", source)
     vae_overrides = _string_list(content.get("vae_overrides"), "vae_overrides", source)
     _check_overrides(overrides, "overrides", source, _RUNNER_KEYS)
     _check_overrides(vae_overrides, "vae_overrides", source, ("--ckpt_path", "--config"))
     variants: dict[str, Variant] = {}
-    for variant, config in variants_spec.items():
+    for variant, configs in variants_spec.items():
         if not variant or "/" in variant or variant in (".", "..", "report"):
             raise _fail(source, f"variant name {variant!r} must be a folder name other than 'report', without '/'")
-        config_path = Path(config)
-        if not config_path.is_file():
-            raise FileNotFoundError(
-                f"{source}: variant {variant!r}: config {config} does not exist "
-                "(paths start from the working directory)"
-            )
-        checkpoints = tuple(
-            str(v) for v in find_values(_read_yaml(config_path, "variant config"), "vae_checkpoint") if v is not None
-        )
-        variants[variant] = Variant(variant, config_path, checkpoints)
+        config_paths = tuple(Path(config) for config in ([configs] if isinstance(configs, str) else configs))
+        for config_path in config_paths:
+            if not config_path.is_file():
+                raise FileNotFoundError(
+                    f"{source}: variant {variant!r}: config {config_path} does not exist "
+                    "(paths start from the working directory)"
+                )
+        named = [find_values(_read_yaml(path, "variant config"), "vae_checkpoint") for path in config_paths]
+        # A later file overrides an earlier one's checkpoint: keep the last non-null value only.
+        values = [str(v) for found in named for v in found if v is not None]
+        variants[variant] = Variant(variant, config_paths, tuple(values[-1:]))
     baseline = content["baseline"]
     if baseline not in variants:
         raise _fail(source, f"baseline {baseline!r} is not a variant; choose one of {list(variants)}")
@@ -393,8 +401,7 @@ def task_command(experiment: Experiment, job: Job, launcher: Sequence[str]) -> l
     return [
         *launcher,
         "fit",
-        "--config",
-        str(job.variant.config),
+        *(argument for config in job.variant.configs for argument in ("--config", str(config))),
         f"--seed_everything={job.seed}",
         f"--data.pool_seed={job.seed}",
         f"--trainer.logger.init_args.save_dir={experiment.root}",

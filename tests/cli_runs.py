@@ -41,6 +41,11 @@ def train(config: str, folder: Path, *extra: str, timeout: float = 300) -> subpr
     return subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
+def overlay(name: str) -> list[str]:
+    """``--config configs/heuristics/<name>``: arguments that merge a heuristic overlay into a ``train`` run."""
+    return ["--config", str(REPOSITORY / "configs" / "heuristics" / name)]
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))

@@ -7,7 +7,7 @@ from urllib.error import URLError
 
 import pytest
 import torch
-from cli_runs import QUICK, read_csv, train, without_timings
+from cli_runs import QUICK, overlay, read_csv, train, without_timings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from alvae_pl.acquisition.entropy import Entropy, prediction_entropy
@@ -81,6 +81,32 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path,
         killed = train("digits_entropy.yaml", folder, "--config", str(switch), "--ckpt_path=last")
         assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = train("digits_entropy.yaml", folder, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    actual = folder / "digits_entropy" / "seed_0"
+    assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
+    assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
+
+
+@pytest.mark.parametrize("heuristic", ["bald.yaml", "badge.yaml"])
+def test_random_heuristics_killed_after_an_acquisition_resume_to_the_same_picks(
+    tmp_path: Path, reference_run, heuristic: str
+) -> None:
+    """BALD's dropout masks (in training and at acquisition) and BADGE's k-means++ draws are seeded: killed after round
+    zero's acquisition was written but before its checkpoint, the resumed run redoes the round's last epoch and its
+    acquisition identically."""
+    two_rounds = ["--active.max_labels=120", *overlay(heuristic)]
+    expected = reference_run("digits_entropy.yaml", *two_rounds)
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    switch = folder / "kill.yaml"
+    switch.write_text(
+        "trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n"
+        "      init_args: {at_checkpoint_of_epoch: 1}\n"
+    )
+    killed = train("digits_entropy.yaml", folder, *two_rounds, "--config", str(switch))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert len(read_csv(folder / "digits_entropy" / "seed_0" / "labeled.csv")) == 120  # round one's picks written
+    resumed = train("digits_entropy.yaml", folder, *two_rounds, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     actual = folder / "digits_entropy" / "seed_0"
     assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")

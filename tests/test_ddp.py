@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cli_runs
 import pytest
 from cli_runs import read_csv, train
 
@@ -13,11 +14,19 @@ DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=c
 FROZEN = ["--model.class_path=frozen_task_model.FrozenTaskModel", "--active.max_labels=120"]
 
 
-@pytest.mark.parametrize("config", ["digits_entropy.yaml"])
-def test_ddp_selects_and_scores_exactly_what_one_process_does(tmp_path: Path, config: str) -> None:
-    single = train(config, tmp_path / "single", *FROZEN, "--trainer.devices=1")
+@pytest.mark.parametrize(
+    ("config", "overlay"),
+    [
+        ("digits_entropy.yaml", None),  # entropy, margin and least confidence share PredictionHeuristic.embed
+        ("digits_entropy.yaml", "bald.yaml"),  # dropout masks drawn on every rank
+        ("digits_entropy.yaml", "badge.yaml"),  # two embeddings per image, gathered
+    ],
+)
+def test_ddp_selects_and_scores_exactly_what_one_process_does(tmp_path: Path, config: str, overlay: str | None) -> None:
+    overlays = cli_runs.overlay(overlay) if overlay else []
+    single = train(config, tmp_path / "single", *FROZEN, *overlays, "--trainer.devices=1")
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = train(config, tmp_path / "ddp", *FROZEN, *DDP, timeout=500)
+    ddp = train(config, tmp_path / "ddp", *FROZEN, *overlays, *DDP, timeout=500)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     name = config.removesuffix(".yaml")
     one, two = (tmp_path / kind / name / "seed_0" for kind in ("single", "ddp"))

@@ -245,7 +245,8 @@ def read_experiment(path: str | Path) -> Experiment:
         raise _fail(source, f"'seeds' repeats a seed: {seeds}")
     variants_spec = content["variants"]
     if not isinstance(variants_spec, dict) or not all(
-        isinstance(k, str) and (isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(c, str) for c in v)))
+        isinstance(k, str)
+        and (isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(c, str) for c in v)))
         for k, v in variants_spec.items()
     ):
         raise _fail(

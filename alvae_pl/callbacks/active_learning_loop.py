@@ -21,11 +21,12 @@ from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.models.metrics import compute_metrics
 from alvae_pl.models.task_model import TaskModel
+from alvae_pl.seeding import ACQUISITION_STREAM, derive_seed
 
 
 def round_seed(seed: int, round_index: int) -> int:
     """The seed of one round's random choices: derived, never taken from global RNG state."""
-    return (seed * 1_000_003 + 7919 * (round_index + 1)) % (2**63)
+    return derive_seed(seed, ACQUISITION_STREAM, round_index + 1)
 
 
 class ActiveLearningLoop(Callback):

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from alvae_pl.seeding import SHUFFLE_STREAM, derive_seed
+
 
 class TensorBatches(Dataset):
     """Selected rows of several aligned tensors, fetched a batch at a time.
@@ -72,8 +74,7 @@ class SeededBatchSampler(Sampler[Tensor]):
 
     def __iter__(self) -> Iterator[Tensor]:
         if self.shuffle:
-            # Mix seed and epoch into one 63-bit seed so that (seed, epoch) pairs never collide in practice.
-            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % (2**63))
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, SHUFFLE_STREAM, self.epoch))
             order = torch.randperm(self.num_rows, generator=generator)
         else:
             order = torch.arange(self.num_rows)

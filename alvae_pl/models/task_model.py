@@ -29,6 +29,7 @@ from alvae_pl.models.graphed_step import CudaStepGraph, GraphedTrainStep, StepGr
 from alvae_pl.models.loss_prediction import LossPredictionHead, pairwise_margin_loss
 from alvae_pl.models.metrics import classification_metrics, scores
 from alvae_pl.models.train_metrics import EpochTrainMetrics
+from alvae_pl.seeding import DROPOUT_STREAM, derive_seed
 
 
 class StepOutputs(NamedTuple):
@@ -89,7 +90,8 @@ class TaskModel(L.LightningModule):
             every training prediction of the epoch and costs host time every step.
         dropout: probability of dropping each unit of the 512-d embedding before the classifier, in training
             (0: no dropout layer, the paper's model). BALD needs it: its Monte-Carlo passes sample dropout masks at
-            acquisition time (Gal et al., 2017).
+            acquisition time (Gal et al., 2017). Each epoch's masks are seeded from (``init_seed``, epoch, rank),
+            so that a resumed run trains exactly as an uninterrupted one.
     """
 
     def __init__(
@@ -257,6 +259,15 @@ class TaskModel(L.LightningModule):
         self._train_metrics_epoch = None
         if self.train_auroc is not None:
             self.train_auroc.reset()
+
+    def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        if self.hparams.dropout > 0 and batch_idx == 0:
+            # Dropout draws from the global RNG. Seeding it from (init_seed, epoch, rank) makes each epoch draw the same
+            # masks whether or not the run was resumed in between. Not at the epoch's start: creating the epoch's
+            # DataLoader iterator draws from the global RNG too, at a point that differs after a resume. CUDA graph
+            # replays and compiled code read the generator when they run, so they follow.
+            index = self.current_epoch * self.trainer.world_size + self.global_rank + 1
+            torch.manual_seed(derive_seed(self.hparams.init_seed, DROPOUT_STREAM, index))
 
     def train_forward(self, images: Tensor, targets: Tensor) -> tuple[BackboneOutputs, Tensor, Tensor]:
         """What a training step computes before any head: the forward pass, per-image losses ``[B]`` and the

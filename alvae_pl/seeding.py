@@ -1,0 +1,13 @@
+"""Seeds derived from a run's seed, never from global RNG state, so that a resumed run draws what it drew before."""
+
+from __future__ import annotations
+
+#: What each derived stream multiplies its index by, so that streams of one seed never share a seed in practice.
+SHUFFLE_STREAM = 1  # the training shuffle of each epoch (SeededBatchSampler)
+ACQUISITION_STREAM = 7919  # each round's acquisition (ActiveLearningLoop), index round + 1
+DROPOUT_STREAM = 104_729  # each epoch's dropout masks on each rank (TaskModel), index epoch * world + rank + 1
+
+
+def derive_seed(seed: int, stream: int, index: int) -> int:
+    """A 63-bit seed for draw ``index`` of ``stream`` in a run seeded with ``seed``."""
+    return (seed * 1_000_003 + stream * index) % (2**63)

@@ -1,4 +1,4 @@
-"""Time and peak memory of core-set and MedAL selection against straightforward reference code.
+"""Time and peak memory of core-set, MedAL and BADGE selection against straightforward reference code.
 
     python bench/bench_selection.py [--sizes 10000 30000 100000 300000] [--dim 544] [--budget 3000] [--labeled 3000]
         [--device cpu|cuda] [--algorithms auto|lazy|dense ...] [--no-reference]
@@ -29,7 +29,13 @@ per pick on the same float32 features:
 - core-set (google/active-learning ``kcenter_greedy`` style): nearest distances from ``pairwise_distances(pool,
   labeled).min(1)`` (an ``n x m`` matrix), then ``np.minimum`` with ``pairwise_distances(pool, new_center)`` per
   pick;
-- MedAL (naive): each pick recomputes the mean distance of every candidate to the whole labeled set.
+- MedAL (naive): each pick recomputes the mean distance of every candidate to the whole labeled set;
+- BADGE (its authors' code): explicit gradient embeddings ``[n, 10 * dim]`` (10 classes), then k-means++ with one
+  ``pairwise_distances`` per pick. Ours keeps them factored (``alvae_pl.acquisition.badge.GradientEmbeddings``):
+  ``n (10 + dim)`` numbers. Both draw the same uniforms, so the picks agree. BADGE ignores ``--labeled``. For the
+  issue's figure, 30,000 candidates of the task model's 512-d embedding::
+
+    python bench/bench_selection.py --methods badge --sizes 30000 --dim 512
 
 References stop after ``--ref-picks`` picks or ``--ref-seconds`` of picking, whichever comes first, and their total
 is extrapolated to the budget (core-set: linearly; MedAL: in proportion to the labeled-set size of each pick,
@@ -57,11 +63,13 @@ import numpy as np
 import torch
 from sklearn.metrics import pairwise_distances
 
-METHODS = ("coreset", "medal")
+METHODS = ("coreset", "medal", "badge")
+BADGE_CLASSES = 10  # K of the gradient embeddings: MNIST's classes
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(REPO_ROOT))
 
+from alvae_pl.acquisition.badge import GradientEmbeddings, gradient_scale, kmeans_plus_plus  # noqa: E402
 from alvae_pl.acquisition.coreset import ALGORITHMS, choose_algorithm, k_center_greedy  # noqa: E402
 from alvae_pl.acquisition.medal import greedy_mean_distance  # noqa: E402
 
@@ -85,6 +93,14 @@ def make_features(n: int, m: int, dim: int, data: str, seed: int = 0) -> tuple[t
     return points[:n], points[n:]
 
 
+def make_badge_inputs(n: int, dim: int, data: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """BADGE's inputs: gradient scales ``[n, K]`` (softmax minus the predicted one-hot of seeded logits) and
+    embeddings ``[n, dim]`` (``make_features``'s pool)."""
+    embedding, _ = make_features(n, 0, dim, data, seed)
+    logits = torch.randn(n, BADGE_CLASSES, generator=torch.Generator().manual_seed(seed + 1)) * 3
+    return gradient_scale(logits, multilabel=False), embedding
+
+
 def current_rss_mib() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
@@ -99,12 +115,21 @@ def ours(method: str, algorithm: str, pool: torch.Tensor, labeled: torch.Tensor,
     if method == "coreset":
         select = functools.partial(k_center_greedy, algorithm=algorithm)
         ran = choose_algorithm(algorithm, pool.device)
+    elif (
+        method == "badge"
+    ):  # ``pool``: the gradient scales, ``labeled``: the embeddings (BADGE ignores the labeled set)
+
+        def select(scale: torch.Tensor, embedding: torch.Tensor, budget: int, generator: torch.Generator):
+            return kmeans_plus_plus(GradientEmbeddings(scale, embedding), budget, generator)
+
+        ran = "factored k-means++"
     else:
         select, ran = greedy_mean_distance, "dense"
     cuda = pool.device.type == "cuda"
     if cuda:
         # CUDA context, cuBLAS handles and lazily loaded kernels cost far more than a selection's first picks.
-        select(pool[:4096], labeled[:1024], 8, torch.Generator().manual_seed(0))
+        warm_labeled = labeled[:4096] if method == "badge" else labeled[:1024]  # BADGE: scales and embeddings pair up
+        select(pool[:4096], warm_labeled, 8, torch.Generator().manual_seed(0))
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         allocated_before = torch.cuda.memory_allocated()
@@ -151,16 +176,42 @@ def reference_medal(pool: np.ndarray, labeled: np.ndarray, budget: int, max_pick
     return {"seconds": total, "picks": picks, "timed_picks": len(picks), "extrapolated": len(picks) < budget}
 
 
+def reference_badge(scale: np.ndarray, embedding: np.ndarray, budget: int, max_picks: int, max_seconds: float) -> dict:
+    """BADGE as its reference code does it: explicit gradient embeddings ``[n, K * dim]``, then k-means++ with one
+    ``pairwise_distances`` call per pick (same first pick, uniforms and inverse-CDF rule as ours)."""
+    start = time.perf_counter()
+    points = (scale[:, :, None] * embedding[:, None, :]).reshape(len(scale), -1)
+    uniforms = torch.rand(budget, generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
+    picks = [int(np.argmax((points**2).sum(axis=1)))]
+    nearest = pairwise_distances(points, points[picks[:1]]).ravel().astype(np.float64) ** 2
+    setup = time.perf_counter() - start
+    while len(picks) < min(budget, max_picks) and time.perf_counter() - start - setup < max_seconds:
+        weights = nearest.copy()
+        weights[picks] = 0
+        cumulative = np.cumsum(weights)
+        pick = min(
+            int(np.searchsorted(cumulative, uniforms[len(picks)] * cumulative[-1], side="right")), len(scale) - 1
+        )
+        picks.append(pick)
+        nearest = np.minimum(nearest, pairwise_distances(points, points[[pick]]).ravel().astype(np.float64) ** 2)
+    picking = time.perf_counter() - start - setup
+    total = setup + picking / len(picks) * budget
+    return {"seconds": total, "picks": picks, "timed_picks": len(picks), "extrapolated": len(picks) < budget}
+
+
 def run_case(args: argparse.Namespace) -> None:
     """Worker: one implementation on one pool, printing a JSON line."""
-    pool, labeled = make_features(args.size, args.labeled, args.dim, args.data)
+    if args.method == "badge":
+        pool, labeled = make_badge_inputs(args.size, args.dim, args.data)
+    else:
+        pool, labeled = make_features(args.size, args.labeled, args.dim, args.data)
     if args.impl == "ours" and args.device != "cpu":
         pool, labeled = pool.to(args.device), labeled.to(args.device)
     rss_before = current_rss_mib()
     if args.impl == "ours":
         result = ours(args.method, args.algorithm, pool, labeled, args.budget)
     else:
-        reference = reference_coreset if args.method == "coreset" else reference_medal
+        reference = {"coreset": reference_coreset, "medal": reference_medal, "badge": reference_badge}[args.method]
         result = reference(pool.numpy(), labeled.numpy(), args.budget, args.ref_picks, args.ref_seconds)
     result.setdefault("peak_mib", max(peak_rss_mib() - rss_before, 0.0))
     print(json.dumps(result))
@@ -236,7 +287,8 @@ def main() -> None:
                         reference_seconds += f" (extrapolated from {k} picks)"
                     cells += [reference_seconds, f"{reference['seconds'] / ours_result['seconds']:.1f}x"]
                     cells += [f"{ours_result['peak_mib']:.0f}", f"{reference['peak_mib']:.0f}"]
-                cells.append(f"{size * args.dim * 4 / 2**20:.0f}")
+                width = args.dim + (BADGE_CLASSES if method == "badge" else 0)
+                cells.append(f"{size * width * 4 / 2**20:.0f}")
                 if reference is None:
                     cells.append("-")
                 else:

@@ -4,6 +4,8 @@
 # selection at 300,000 candidates. Each part runs under its own time limit, so one failure leaves the others' tables.
 #
 #     bash bench/run_gpu_benchmarks.sh [output folder]
+#
+# PARTS="badge_selection baseline_tests" (say) runs only the parts named (see the part lines at the end).
 set -u
 cd "$(dirname "$0")/.."
 out="${1:-bench_gpu_results}"
@@ -13,6 +15,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 part() {  # part NAME SECONDS COMMAND...: run COMMAND, keep its output in $out/NAME.txt
     local name=$1 limit=$2
     shift 2
+    [ -n "${PARTS:-}" ] && [[ " $PARTS " != *" $name "* ]] && return 0
     echo "=== $name: $*"
     local started=$SECONDS
     timeout "$limit" "$@" >"$out/$name.txt" 2>"$out/$name.err"
@@ -30,3 +33,9 @@ part training 180 python bench/bench_training.py --device cuda --images 16384 --
 part experiment 120 python bench/bench_experiment.py --device cuda --rounds 3
 part experiment_bf16 90 python bench/bench_experiment.py --device cuda --rounds 3 --precision bf16-mixed
 part selection 50 python bench/bench_selection.py --device cuda --sizes 300000 --no-reference --algorithms dense
+# BADGE at the issue's 30,000 candidates, the authors'-code reference on the CPU beside it (60 s).
+part badge_selection 120 python bench/bench_selection.py --device cuda --methods badge --sizes 30000 --dim 512 \
+    --ref-picks 20
+# BALD and BADGE on the GPU, where training replays the CUDA-graph step (with dropout for BALD): one round each
+# through train.py. (Not the kill-and-resume tests: GPU training is not bit-reproducible, resumed or not.)
+part baseline_tests 120 python -m pytest -q -p no:cacheprovider tests/test_bald_badge.py

@@ -37,7 +37,13 @@ def train(config: str, folder: Path, *extra: str, timeout: float = 300) -> subpr
         *extra,
     ]
     folder.mkdir(parents=True, exist_ok=True)
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPOSITORY), str(REPOSITORY / "tests")]))
+    # The repository and the tests' helper modules first, then whatever the caller's PYTHONPATH holds.
+    paths = [
+        str(REPOSITORY),
+        str(REPOSITORY / "tests"),
+        *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+    ]
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     return subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True, timeout=timeout)
 
 

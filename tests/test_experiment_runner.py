@@ -321,12 +321,59 @@ def test_vae_checkpoint_mismatch_and_missing_file_are_reported(tmp_path: Path) -
 def test_shipped_experiment_configs_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPOSITORY)
     paths = sorted(Path("configs/experiments").glob("*.yaml"))
-    assert len(paths) == 5
+    assert len(paths) == 8
     for path in paths:
         experiment = read_experiment(path)
         assert experiment.name == path.stem and experiment.baseline in experiment.variants
-        # The VAE variant reads the checkpoint the experiment's VAE config writes (checked by read_experiment).
-        assert experiment.vae is not None and [v.uses_vae for v in experiment.variants.values()] == [False, True]
+        # The VAE variants read the checkpoint the experiment's VAE config writes (checked by read_experiment).
+        assert experiment.vae is not None
+        assert [v.uses_vae for v in experiment.variants.values()] == ["vae" in v for v in experiment.variants]
+    # A variant of several configs passes them in order, as train.py merges them.
+    experiment = read_experiment("configs/experiments/digits_baselines.yaml")
+    bald = next(job for job in expand_jobs(experiment) if job.variant.name == "bald")
+    command = runner.task_command(experiment, bald, ["train.py"])
+    configs = [command[i + 1] for i, argument in enumerate(command) if argument == "--config"]
+    assert configs == ["configs/digits_entropy.yaml", "configs/heuristics/bald.yaml"]
+
+
+#: The heuristic each variant name stands for in the shipped experiments.
+VARIANT_HEURISTICS = {
+    "random": "RandomSampling",
+    "entropy": "Entropy",
+    "margin": "Margin",
+    "least_confidence": "LeastConfidence",
+    "bald": "BALD",
+    "badge": "BADGE",
+    "coreset": "CoreSet",
+    "medal": "MedAL",
+    "lossnet": "LearningLoss",
+}
+
+
+def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What ``train.py`` makes of each variant's merged configs: the right heuristic, and the settings it needs."""
+    from alvae_pl.cli import main as train_main
+
+    monkeypatch.chdir(REPOSITORY)
+    for path in sorted(Path("configs/experiments").glob("*.yaml")):
+        for variant in read_experiment(path).variants.values():
+            arguments = [argument for config in variant.configs for argument in ("--config", str(config))]
+            with pytest.raises(SystemExit):
+                train_main(["fit", *arguments, "--print_config"])
+            config = yaml.safe_load(capsys.readouterr().out)
+            heuristic = config["active"]["heuristic"]
+            expected = VARIANT_HEURISTICS[variant.name.removesuffix("_vae").removesuffix("_vae_only")]
+            assert heuristic["class_path"].rsplit(".", 1)[-1] == expected, (path, variant.name)
+            features = (heuristic.get("init_args") or {}).get("features") or {}  # None: the task features alone
+            features = features.get("init_args", features)
+            if variant.name.endswith("_vae_only"):
+                assert features["task_weight"] == 0.0 and features["vae_checkpoint"]
+            elif expected in ("CoreSet", "MedAL"):
+                assert features.get("task_weight", 1.0) == 1.0
+                assert bool(features.get("vae_checkpoint")) == variant.name.endswith("_vae"), (path, variant.name)
+            assert (config["model"]["init_args"]["dropout"] > 0) == (expected == "BALD"), (path, variant.name)
 
 
 # ------------------------------------------------------------------------------------------------ CLI

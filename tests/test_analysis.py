@@ -32,7 +32,8 @@ from alvae_pl.analysis import (
     write_markdown,
     write_table_csv,
 )
-from alvae_pl.analysis.history import HISTORY_COLUMNS, atomic_write_text
+from alvae_pl.analysis.history import HISTORY_COLUMNS
+from alvae_pl.atomic_files import atomic_write_text
 
 LABELS = [100, 200, 300, 400, 500]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

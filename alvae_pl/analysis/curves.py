@@ -15,8 +15,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from alvae_pl.analysis.history import Runs, atomic_write_bytes
+from alvae_pl.analysis.history import Runs
 from alvae_pl.analysis.statistics import summarize
+from alvae_pl.atomic_files import atomic_write_bytes
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from alvae_pl.atomic_files import write_csv
 from alvae_pl.callbacks.run_records import HISTORY_COLUMNS
 
 HISTORY_FILENAME = "history.csv"
@@ -208,55 +207,8 @@ def long_format(runs: Runs, metrics: Sequence[str] | None = None) -> list[dict[s
     return rows
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, so a crash never leaves half a file.
-
-    The file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask), not
-    ``mkstemp``'s private ``0o600``: reports are meant to be read by colleagues on a shared machine.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(descriptor, 0o666 & ~umask)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """``atomic_write_bytes`` for UTF-8 text, newlines written as given."""
-    return atomic_write_bytes(path, text.encode())
-
-
-def format_csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """CSV text with NaN written as an empty cell (the convention of ``history.csv``) and floats at full precision."""
-
-    def cell(value: object) -> str:
-        if isinstance(value, float | np.floating):
-            return "" if math.isnan(value) else repr(float(value))
-        return str(value)
-
-    lines = [",".join(header)]
-    for row in rows:
-        lines.append(",".join(_quote(cell(value)) for value in row))
-    return "\n".join(lines) + "\n"
-
-
-def _quote(text: str) -> str:
-    if any(ch in text for ch in ',"\n'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
-
-
 def write_long_csv(runs: Runs, path: str | Path, metrics: Sequence[str] | None = None) -> Path:
     """Write :func:`long_format` rows to ``path`` atomically."""
     header = ("variant", "seed", "round", "labels", "metric", "value")
     rows = long_format(runs, metrics)
-    return atomic_write_text(path, format_csv(header, ([row[name] for name in header] for row in rows)))
+    return write_csv(path, header, ([row[name] for name in header] for row in rows))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alvae_pl.analysis.curves import figure_to_tensorboard, plot_curves
-from alvae_pl.analysis.history import Runs, atomic_write_text
+from alvae_pl.analysis.history import Runs
 from alvae_pl.analysis.statistics import (
     area_markdown,
     compare_areas,
@@ -29,6 +29,7 @@ from alvae_pl.analysis.statistics import (
     write_area_csv,
     write_table_csv,
 )
+from alvae_pl.atomic_files import atomic_write_text
 
 #: The metrics a report covers, when the histories hold them.
 REPORT_METRICS: tuple[str, ...] = ("val_accuracy", "test_accuracy", "val_auroc", "test_auroc")

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from alvae_pl.analysis.history import Runs, atomic_write_text, check_metric, format_csv
+from alvae_pl.analysis.history import Runs, check_metric
+from alvae_pl.atomic_files import atomic_write_text, write_csv
 
 # Differences smaller than this (relative to their size) are float noise from reading/subtracting CSV values.
 _RELATIVE_TOLERANCE = 1e-12
@@ -308,7 +309,7 @@ def write_area_csv(comparison: AreaComparison, path: str | Path) -> Path:
             pvalues = [row.t_pvalue, row.wilcoxon_pvalue] if row is not None else [math.nan, math.nan]
             counts = ";".join(str(n) for n in comparison.label_counts)
             lines.append([comparison.metric, variant, seed, area, counts, *pvalues])
-    return atomic_write_text(path, format_csv(header, lines))
+    return write_csv(path, header, lines)
 
 
 def write_table_csv(rows: Sequence[ComparisonRow], path: str | Path) -> Path:
@@ -320,7 +321,7 @@ def write_table_csv(rows: Sequence[ComparisonRow], path: str | Path) -> Path:
         values[header.index("seeds")] = ";".join(str(seed) for seed in row.seeds)
         return values
 
-    return atomic_write_text(path, format_csv(header, (cells(row) for row in rows)))
+    return write_csv(path, header, (cells(row) for row in rows))
 
 
 def _format_p(value: float, alpha: float) -> str:

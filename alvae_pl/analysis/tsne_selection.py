@@ -29,7 +29,6 @@ from torch import Tensor
 from alvae_pl.acquisition.coreset import k_center_greedy
 from alvae_pl.acquisition.feature_space import TASK_KEY, VAE_KEY, FeatureSpace
 from alvae_pl.analysis.curves import figure_to_tensorboard
-from alvae_pl.analysis.history import atomic_write_text, format_csv
 from alvae_pl.analysis.tsne_figure import (
     ROLE_LABELED,
     ROLE_SELECTED,
@@ -38,6 +37,7 @@ from alvae_pl.analysis.tsne_figure import (
     plot_selection_panels,
     roles_from_indices,
 )
+from alvae_pl.atomic_files import write_csv
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.models.vae import load_vae_encoder
@@ -251,4 +251,4 @@ def write_points_csv(
         ]
         rows.append([position, int(datamodule.pool.dataset_indices[position]), *roles])
     header = ("pool_index", "dataset_index", "role_task_features", "role_task_vae_features")
-    return atomic_write_text(path, format_csv(header, rows))
+    return write_csv(path, header, rows)

@@ -10,13 +10,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from alvae_pl.acquisition.heuristic import Heuristic
 from alvae_pl.acquisition.random_sampling import RandomSampling
-from alvae_pl.callbacks.run_records import HISTORY_COLUMNS, LABELED_COLUMNS, write_csv_atomically
+from alvae_pl.callbacks.run_records import CURVE_COLUMNS, HISTORY_COLUMNS, LABELED_COLUMNS, write_csv_atomically
 from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.models.metrics import compute_metrics
@@ -36,7 +35,7 @@ class ActiveLearningLoop(Callback):
     train accuracy reaches ``train_accuracy_target``). At its last epoch, once, on the round's final weights:
 
     1. evaluate on the validation and test splits (every rank its shard, gathered);
-    2. log ``al/*`` scalars to TensorBoard with the number of labels as the step, and rewrite
+    2. log ``al/*`` scalars to every logger (TensorBoard, CSV, ...) with the number of labels as the step, and rewrite
        ``history.csv`` in the run folder;
     3. select ``budget`` unlabeled pool images with ``heuristic`` (embedding sharded over ranks, selection on
        rank zero, broadcast), label them, and rewrite ``labeled.csv``;
@@ -306,12 +305,10 @@ class ActiveLearningLoop(Callback):
             f"{k} {row[k]:.4f}" for k in HISTORY_COLUMNS if k.startswith(("val_", "test_")) and k in row
         )
         rank_zero_info(f"Round {row['round']} with {row['labels']} labels, {row['epochs']} epochs: {summary}")
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                for key in HISTORY_COLUMNS[3:]:
-                    if key in row and not math.isnan(row[key]):
-                        logger.experiment.add_scalar(f"al/{key}", row[key], global_step=row["labels"])
-                logger.experiment.flush()
+        curves = {f"al/{key}": row[key] for key in CURVE_COLUMNS if key in row and not math.isnan(row[key])}
+        for logger in trainer.loggers:  # every logger, with the number of labels as the step
+            logger.log_metrics(curves, step=row["labels"])
+            logger.save()
         self.write_records(trainer)
 
     def write_records(self, trainer: L.Trainer) -> None:

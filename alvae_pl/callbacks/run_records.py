@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from alvae_pl.atomic_files import write_csv
 
 HISTORY_COLUMNS = (
     "round",
@@ -24,29 +23,19 @@ HISTORY_COLUMNS = (
     "checkpoint_seconds",
 )
 LABELED_COLUMNS = ("round", "pool_index", "dataset_index", "score")
+#: The history columns drawn as curves against the number of labels (``al/<column>`` in the loggers).
+CURVE_COLUMNS = HISTORY_COLUMNS[HISTORY_COLUMNS.index("train_accuracy") :]
 
 
 def write_csv_atomically(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    """Write to a temporary file and rename it over ``path``: a reader (or a killed run) never sees half a file.
+    """Rewrite ``path`` whole (``alvae_pl.atomic_files``): a reader, or a killed run, never sees half a file.
 
     The files are regenerated from the checkpointed state every time, so a run resumed after a crash
-    rewrites them to exactly what an uninterrupted run would hold.
+    rewrites them to exactly what an uninterrupted run would hold. Floats keep 6 significant digits; a missing
+    value or NaN is an empty cell.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _format(row.get(k)) for k in columns})
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_csv(path, columns, ([row.get(column) for column in columns] for row in rows), float_format=_six_digits)
 
 
-def _format(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+def _six_digits(value: float) -> str:
+    return f"{value:.6g}"

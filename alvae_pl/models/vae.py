@@ -15,6 +15,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
+from alvae_pl.models.latent_prior import MixturePrior, PriorKind, kl_to_standard_normal
+
 #: Channels of the four stride-2 encoder convolutions; the last one is the smallest feature map's depth.
 ENCODER_CHANNELS = (32, 64, 128, 256)
 #: Channels of the decoder's first map, at the encoder's smallest resolution. Narrower than the encoder's 256:
@@ -24,19 +26,6 @@ DECODER_START_CHANNELS = 64
 DECODER_CHANNELS = 32
 #: How many images the reconstruction grid shows.
 GRID_IMAGES = 8
-
-
-def kl_to_standard_normal(mean: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, I)), summed over latent dimensions.
-
-    Args:
-        mean: float ``[B, D]``.
-        logvar: float ``[B, D]``, log-variance of the approximate posterior.
-
-    Returns:
-        float ``[B]``, in nats.
-    """
-    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
 
 
 def reconstruction_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -52,14 +41,19 @@ def reconstruction_loss(logits: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(dim=1)
 
 
-def vae_loss(logits: Tensor, target: Tensor, mean: Tensor, logvar: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
+def vae_loss(
+    logits: Tensor, target: Tensor, mean: Tensor, logvar: Tensor, kl_weight: float = 1.0, kl: Tensor | None = None
+) -> dict[str, Tensor]:
     """Negative ELBO (eq. 5) with a weighted KL term, averaged over the batch.
+
+    Args:
+        kl: the per-image KL term ``[B]`` under the model's prior; ``None``: the standard normal's, in closed form.
 
     Returns:
         ``{"loss", "reconstruction", "kl"}``, scalars; ``loss = reconstruction + kl_weight * kl``.
     """
     reconstruction = reconstruction_loss(logits, target).mean()
-    kl = kl_to_standard_normal(mean, logvar).mean()
+    kl = (kl_to_standard_normal(mean, logvar) if kl is None else kl).mean()
     return {"loss": reconstruction + kl_weight * kl, "reconstruction": reconstruction, "kl": kl}
 
 
@@ -93,6 +87,12 @@ class VAE(lightning.LightningModule):
         lr: Adam learning rate (paper: 0.001).
         weight_decay: Adam weight decay (paper: 0.005).
         kl_weight: weight of the KL term (1 is the plain ELBO; a beta-VAE above 1).
+        prior: ``gaussian``, the paper's N(0, I) (KL in closed form), or ``mixture``, a learnable mixture of
+            ``components`` Gaussians (``MixturePrior``: the multimodal prior of the paper's future work; KL from the
+            exact posterior entropy and a one-sample estimate of the cross-entropy). The prior's parameters train
+            with the rest, without weight decay (which would pull the components together). V(u) stays the
+            posterior mean either way.
+        components: the mixture's number of Gaussians (with ``prior: mixture``; e.g. the number of classes).
     """
 
     def __init__(
@@ -103,8 +103,12 @@ class VAE(lightning.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 5e-3,
         kl_weight: float = 1.0,
+        prior: PriorKind = "gaussian",
+        components: int = 10,
     ) -> None:
         super().__init__()
+        if prior not in ("gaussian", "mixture"):
+            raise ValueError(f"unknown prior {prior!r}: use gaussian or mixture")
         if num_channels < 1:
             raise ValueError(f"num_channels must be at least 1, got {num_channels}")
         if not 16 <= image_size <= 512:
@@ -144,6 +148,8 @@ class VAE(lightning.LightningModule):
             _conv_block(DECODER_CHANNELS, DECODER_CHANNELS, stride=1),
             nn.Conv2d(DECODER_CHANNELS, num_channels, kernel_size=3, padding=1),
         )
+        # Only the mixture has parameters: a Gaussian-prior VAE keeps the paper's state_dict (and old checkpoints load).
+        self.prior = MixturePrior(latent_dim, components) if prior == "mixture" else None
         # First batch of the current epoch (first validation batch, or first train batch when there is no
         # validation), for the reconstruction grid.
         self._grid_batch: Tensor | None = None
@@ -192,15 +198,19 @@ class VAE(lightning.LightningModule):
         """
         return self.encode(images)[0]
 
-    def _reconstruct(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Returns ``(x in [0, 1], logits, mean, logvar)``; samples z in training mode, uses the mean otherwise."""
+    def _reconstruct(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Returns ``(x in [0, 1], logits, mean, logvar, z)``: ``z`` ``[B, latent_dim]`` is a posterior sample (the
+        mean, in eval mode with the Gaussian prior, whose KL needs none); the decoder sees it in training mode and
+        the mean otherwise."""
         x = self._to_float(images)
         mean, logvar = self._encode_float(x)
-        if self.training:
-            z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-        else:
-            z = mean
-        return x, self._decode_logits(z), mean, logvar
+        sample = self.training or self.prior is not None
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) if sample else mean
+        return x, self._decode_logits(z if self.training else mean), mean, logvar, z
+
+    def kl(self, mean: Tensor, logvar: Tensor, z: Tensor) -> Tensor:
+        """The KL term ``[B]`` under this VAE's prior (``z``: a posterior sample, used by the mixture's estimate)."""
+        return kl_to_standard_normal(mean, logvar) if self.prior is None else self.prior.kl(mean, logvar, z)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Encode and decode.
@@ -214,15 +224,15 @@ class VAE(lightning.LightningModule):
         Returns:
             ``(reconstruction, mean, logvar)``: float ``[B, C, H, W]`` in [0, 1], and ``[B, latent_dim]`` twice.
         """
-        _, logits, mean, logvar = self._reconstruct(images)
+        _, logits, mean, logvar, _ = self._reconstruct(images)
         return torch.sigmoid(logits), mean, logvar
 
     # ------------------------------------------------------------------ training
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images = batch[0]
-        x, logits, mean, logvar = self._reconstruct(images)
-        losses = vae_loss(logits, x, mean, logvar, self.kl_weight)
+        x, logits, mean, logvar, z = self._reconstruct(images)
+        losses = vae_loss(logits, x, mean, logvar, self.kl_weight, kl=self.kl(mean, logvar, z))
         on_step = stage == "train"
         for name, value in losses.items():
             self.log(
@@ -249,7 +259,10 @@ class VAE(lightning.LightningModule):
         return self._shared_step(batch, "val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        prior = list(self.prior.parameters()) if self.prior is not None else []
+        networks = [p for name, p in self.named_parameters() if not name.startswith("prior.")]
+        groups = [{"params": networks}] + ([{"params": prior, "weight_decay": 0.0}] if prior else [])
+        return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
 
     # ------------------------------------------------------------------ reconstruction grid
 

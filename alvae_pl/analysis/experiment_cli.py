@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="experiment.py", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,vae,list,report,tsne}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,vae,list,report,tsne,features}")
 
     run = commands.add_parser(
         "run",
@@ -112,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     tsne.add_argument("--seed", type=int, default=0, help="seeds the random share and t-SNE (0)")
     tsne.add_argument("--out", help="PNG path (default <run>/tsne_selection.png)")
     tsne.add_argument("--threads", type=int, help="OpenMP threads for t-SNE (default: all)")
+
+    features = commands.add_parser(
+        "features",
+        help="how much class information VAE and task features carry (k-NN accuracy, k-means NMI, t-SNE)",
+        description="Embed the test split with a VAE's posterior mean and/or a finished task run's 512-d features and "
+        "report 5-NN accuracy (5-fold) and the NMI of k-means clusters with the classes, with a t-SNE map per space.",
+    )
+    features.add_argument("--vae", help="a VAE checkpoint <run>/checkpoints/last.ckpt (its config.yaml names the data)")
+    features.add_argument("--run", help="folder of a finished task run")
+    features.add_argument("--out", help="output folder (default: the VAE's run folder, else the task run's)")
+    features.add_argument("--seed", type=int, default=0, help="seeds folds, k-means and t-SNE (0)")
     return parser
 
 
@@ -178,6 +189,14 @@ def _tsne(args: argparse.Namespace) -> None:
     )
 
 
+def _features(args: argparse.Namespace) -> None:
+    from alvae_pl.analysis.feature_knowledge import markdown, report_knowledge
+
+    rows, path = report_knowledge(args.vae, args.run, args.out, args.seed)
+    print(markdown(rows), end="")
+    print(f"written: {path} (and {path.with_suffix('.csv').name}, {path.stem}_tsne.png beside it)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``experiment.py``; returns the exit status (2: bad input, 1: a training run failed)."""
     args = build_parser().parse_args(argv)
@@ -194,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _report(args)
         elif args.command == "tsne":
             _tsne(args)
+        elif args.command == "features":
+            _features(args)
     except RunFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -89,6 +89,18 @@ def _loop_state(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
     raise ValueError(f"{path} holds no active-learning loop state; pass the run folder of a task run")
 
 
+def runnable_config(config_path: Path) -> dict[str, Any]:
+    """A run's saved ``config.yaml``, ready to rebuild its model and data in this process: Trainer.fit's own
+    arguments (``ckpt_path``...), which a parser without subcommands rejects, are dropped, and the trainer is one
+    process's, without a logger (only the model and the data are wanted)."""
+    config = yaml.safe_load(config_path.read_text())
+    for name in inspect.signature(Trainer.fit).parameters:
+        if name not in _FIT_INPUTS:
+            config.pop(name, None)
+    config.setdefault("trainer", {}).update(logger=False, devices=1, num_nodes=1, strategy="auto")
+    return config
+
+
 def load_finished_run(run: str | Path) -> tuple[TaskModel, ActiveDataModule]:
     """The trained task model and the pool of a finished run, rebuilt from its ``config.yaml`` and ``last.ckpt``.
 
@@ -119,19 +131,12 @@ def load_finished_run(run: str | Path) -> tuple[TaskModel, ActiveDataModule]:
     if DATAMODULE_STATE_KEY not in checkpoint:
         raise ValueError(f"{checkpoint_path} lacks the pool state {DATAMODULE_STATE_KEY!r}; pass a train.py run")
 
-    config = yaml.safe_load(config_path.read_text())
-    # Drop Trainer.fit's own arguments (ckpt_path...), which a parser without subcommands rejects; build one
-    # process's trainer without a logger: only the model and the data are wanted.
-    for name in inspect.signature(Trainer.fit).parameters:
-        if name not in _FIT_INPUTS:
-            config.pop(name, None)
-    config.setdefault("trainer", {}).update(logger=False, devices=1, num_nodes=1, strategy="auto")
     from alvae_pl.cli import main
 
     with warnings.catch_warnings():
         # LightningCLI warns when given args while sys.argv has some too: here they are experiment.py's own.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = main(["--config", yaml.safe_dump(config)], run=False)
+        cli = main(["--config", yaml.safe_dump(runnable_config(config_path))], run=False)
     model, datamodule = cli.model, cli.datamodule
     if not isinstance(model, TaskModel):
         raise ValueError(f"{run} is a {type(model).__name__} run; pass the folder of a task-model run")

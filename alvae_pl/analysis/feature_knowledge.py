@@ -1,0 +1,167 @@
+"""How much class information a feature space carries: the paper's hypothesis about "the homogeneous nature of the
+VAE", measured.
+
+For the test split of a data set, embed every image with a VAE's posterior mean V(u) and/or a finished task run's
+512-d embedding T_f(u), then report with scikit-learn:
+
+- ``knn_accuracy``: accuracy of a 5-nearest-neighbour classifier, 5-fold stratified cross-validation on the test
+  split (how well the neighbourhoods the distance heuristics measure agree with the classes);
+- ``kmeans_nmi``: normalised mutual information between the classes and a k-means clustering with as many clusters
+  as classes (at most ``MAX_CLUSTERS``; how well the space's own structure matches the classes, without labels);
+
+and draw a t-SNE map of each feature space coloured by class. Multi-label data (ChestMNIST) counts each distinct
+0/1 finding vector as a class for k-means NMI and asks k-NN for the whole vector (subset accuracy); the maps
+colour by the number of findings.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from sklearn.cluster import KMeans
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+
+from alvae_pl.analysis.curves import new_figure, save_png
+from alvae_pl.analysis.tsne_figure import embed_tsne
+from alvae_pl.atomic_files import atomic_write_text, write_csv
+
+NEIGHBOURS = 5
+FOLDS = 5
+#: k-means clusters at most: multi-label data can hold hundreds of distinct finding vectors, most of them rare.
+MAX_CLUSTERS = 64
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """What one feature space knows about the classes of the test split."""
+
+    name: str
+    dim: int
+    knn_accuracy: float
+    kmeans_nmi: float
+
+
+def class_ids(targets: np.ndarray) -> np.ndarray:
+    """``[N]`` int class of each image: the label (multi-class) or the index of its distinct 0/1 vector."""
+    if targets.ndim == 1:
+        return targets.astype(np.int64)
+    return np.unique(targets, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def measure(name: str, features: np.ndarray, targets: np.ndarray, seed: int = 0) -> Knowledge:
+    """k-NN accuracy and k-means NMI of ``features`` ``[N, D]`` against ``targets`` ``[N]`` or ``[N, K]`` (0/1)."""
+    features = np.asarray(features, dtype=np.float64)
+    if len(features) != len(targets):
+        raise ValueError(f"{len(features)} feature rows for {len(targets)} targets")
+    classes = class_ids(targets)
+    counts = np.bincount(classes)
+    # Stratified folds need every class in every fold; rare multi-label vectors cannot be, so fall back to KFold.
+    folds = (
+        StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+        if counts[counts > 0].min() >= FOLDS and targets.ndim == 1
+        else KFold(FOLDS, shuffle=True, random_state=seed)
+    )
+    knn = cross_val_score(KNeighborsClassifier(NEIGHBOURS), features, targets, cv=folds).mean()
+    clusters = min(len(np.unique(classes)), MAX_CLUSTERS)
+    assignment = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit_predict(features)
+    return Knowledge(name, features.shape[1], float(knn), float(normalized_mutual_info_score(classes, assignment)))
+
+
+def markdown(rows: list[Knowledge]) -> str:
+    lines = [
+        f"| features | dim | {NEIGHBOURS}-NN accuracy ({FOLDS}-fold) | k-means NMI |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {r.name} | {r.dim} | {r.knn_accuracy:.3f} | {r.kmeans_nmi:.3f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def draw_maps(spaces: Mapping[str, np.ndarray], targets: np.ndarray, seed: int, path: Path) -> Path:
+    """One t-SNE panel per feature space, points coloured by class (multi-label: by number of findings)."""
+    colours = targets if targets.ndim == 1 else targets.sum(axis=1)
+    figure = new_figure(5.0 * len(spaces), 4.6)
+    for position, (name, features) in enumerate(spaces.items(), start=1):
+        axes = figure.add_subplot(1, len(spaces), position)
+        points = embed_tsne(features, seed)
+        scatter = axes.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=6)
+        axes.set_title(name, fontsize=9)
+        axes.set_xticks([]), axes.set_yticks([])
+    figure.colorbar(scatter, ax=figure.axes, label="class" if targets.ndim == 1 else "findings")
+    return save_png(figure, path)
+
+
+def _rebuild(config_path: Path) -> Any:
+    """The LightningCLI of a saved run's ``config.yaml`` (model and data instantiated, nothing run)."""
+    from alvae_pl.analysis.tsne_selection import runnable_config
+    from alvae_pl.cli import main
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return main(["--config", yaml.safe_dump(runnable_config(config_path))], run=False)
+
+
+@torch.no_grad()
+def _embed(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch: int = 512) -> np.ndarray:
+    """``encode`` over uint8 ``images`` ``[N, C, H, W]`` in batches: float ``[N, D]``."""
+    return torch.cat([encode(images[start : start + batch]).float() for start in range(0, len(images), batch)]).numpy()
+
+
+def report_knowledge(
+    vae: str | Path | None = None, run: str | Path | None = None, out: str | Path | None = None, seed: int = 0
+) -> tuple[list[Knowledge], Path]:
+    """Measure a VAE checkpoint's V(u) and/or a finished task run's T_f(u) on the test split of their data.
+
+    Args:
+        vae: a VAE checkpoint ``<run>/checkpoints/last.ckpt``; its run's ``config.yaml`` names the data.
+        run: the folder of a finished task run (see ``tsne_selection.load_finished_run``).
+        out: folder for ``feature_knowledge.md`` / ``.csv`` / ``_tsne.png``; default: beside the first source.
+        seed: seeds the folds, k-means and t-SNE.
+
+    Returns:
+        the rows, and the markdown file written.
+    """
+    if vae is None and run is None:
+        raise ValueError("name --vae CHECKPOINT and/or --run FOLDER")
+    spaces: dict[str, np.ndarray] = {}
+    targets = None
+    if run is not None:
+        from alvae_pl.analysis.tsne_selection import load_finished_run
+
+        model, datamodule = load_finished_run(run)
+        test = datamodule.data.test
+        name = f"task model T_f(u) ({Path(run).parent.name}/{Path(run).name})"
+        spaces[name] = _embed(lambda images: model.forward_features(images).embedding, test.images)
+        targets = test.targets.numpy()
+    if vae is not None:
+        from alvae_pl.models.vae import load_vae_encoder
+
+        vae = Path(vae)
+        config = vae.parent.parent / "config.yaml"
+        if not config.is_file():
+            raise FileNotFoundError(f"{config} is missing: pass the last.ckpt of a VAE run written by train.py")
+        datamodule = _rebuild(config).datamodule
+        test = datamodule.data.test
+        if targets is not None and not np.array_equal(test.targets.numpy(), targets):
+            raise ValueError(f"the VAE at {vae} was trained on other data than the run {run}: pass a matching pair")
+        encoder = load_vae_encoder(str(vae), datamodule.num_channels, datamodule.image_size)
+        prior = "mixture prior" if encoder.prior is not None else "Gaussian prior"
+        spaces[f"VAE V(u), {prior} ({vae.parent.parent.parent.name})"] = _embed(encoder.encode_mean, test.images)
+        targets = test.targets.numpy()
+    rows = [measure(name, features, targets, seed) for name, features in spaces.items()]
+    folder = Path(out) if out is not None else (vae.parent.parent if vae is not None else Path(run))
+    write_csv(
+        folder / "feature_knowledge.csv",
+        ("features", "dim", "knn_accuracy", "kmeans_nmi"),
+        ([r.name, r.dim, r.knn_accuracy, r.kmeans_nmi] for r in rows),
+    )
+    draw_maps(spaces, targets, seed, folder / "feature_knowledge_tsne.png")
+    return rows, atomic_write_text(folder / "feature_knowledge.md", markdown(rows))

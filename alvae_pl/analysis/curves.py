@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -38,6 +39,8 @@ def _metric_label(metric: str) -> str:
     return metric.replace("_", " ").replace("auroc", "AUROC")
 
 
+#: Above this many variants, a plot widens, fades its bands and moves its legend beside the axes.
+CROWDED = 4
 #: Metric names (suffixes) whose values lie in [0, 1].
 BOUNDED_METRICS = ("accuracy", "auroc")
 
@@ -65,10 +68,13 @@ def plot_curves(
         The figure: one axes, one line and one shaded band per variant.
     """
     rows = summarize(runs, metric, level)
-    figure = new_figure(6.4, 4.4)
+    # Many variants (a baselines experiment has 11): 20 distinct colours, fainter bands, the legend beside the axes.
+    many = len(runs) > CROWDED
+    figure = new_figure(8.6 if many else 6.4, 4.4)
     axes = figure.add_subplot()
+    colours = colormaps["tab20" if len(runs) > 10 else "tab10"].colors
     seed_counts: list[int] = []
-    for variant in runs:
+    for index, variant in enumerate(runs):
         variant_rows = [row for row in rows if row.variant == variant]
         if not variant_rows:
             continue
@@ -80,8 +86,9 @@ def plot_curves(
             low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
         n_seeds = max(row.n for row in variant_rows)
         seed_counts.append(n_seeds)
-        (line,) = axes.plot(labels, means, marker="o", markersize=3, label=f"{variant} (n={n_seeds})")
-        axes.fill_between(labels, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        colour = colours[index % len(colours)]
+        axes.plot(labels, means, marker="o", markersize=3, color=colour, label=f"{variant} (n={n_seeds})")
+        axes.fill_between(labels, low, high, color=colour, alpha=0.07 if many else 0.2, linewidth=0)
     axes.set_xlabel("number of labeled images")
     axes.set_ylabel(_metric_label(metric))
     if title is None:
@@ -92,7 +99,10 @@ def plot_curves(
         title = f"{_metric_label(metric)}: mean, {level:.0%} band{clipped}, {seeds} seeds"
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="best")
+    if many:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    else:
+        axes.legend(loc="best")
     if path is not None:
         save_png(figure, path)
     return figure

@@ -8,7 +8,7 @@ import cli_runs
 import pytest
 from cli_runs import read_csv, train
 
-pytestmark = [pytest.mark.ddp, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ddp, pytest.mark.slow, pytest.mark.timeout(600)]
 
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
 FROZEN = ["--model.class_path=frozen_task_model.FrozenTaskModel", "--active.max_labels=120"]
@@ -18,11 +18,14 @@ FROZEN = ["--model.class_path=frozen_task_model.FrozenTaskModel", "--active.max_
     ("config", "overlay"),
     [
         ("digits_entropy.yaml", None),  # entropy, margin and least confidence share PredictionHeuristic.embed
-        ("digits_entropy.yaml", "bald.yaml"),  # dropout masks drawn on every rank
-        ("digits_entropy.yaml", "badge.yaml"),  # two embeddings per image, gathered
+        # BALD's dropout masks are drawn on every rank. (BADGE gathers two embeddings per image as core-set gathers
+        # its features; its draws happen on rank zero's select, as random sampling's do: no DDP run of their own.)
+        ("digits_entropy.yaml", "bald.yaml"),
     ],
 )
-def test_ddp_selects_and_scores_exactly_what_one_process_does(tmp_path: Path, config: str, overlay: str | None) -> None:
+def test_ddp_selects_what_one_process_does(tmp_path: Path, config: str, overlay: str | None) -> None:
+    """The same picks in the same order; scores and metrics equal up to float rounding (each rank embeds other
+    batches, so matrix products sum in another order)."""
     overlays = cli_runs.overlay(overlay) if overlay else []
     single = train(config, tmp_path / "single", *FROZEN, *overlays, "--trainer.devices=1")
     assert single.returncode == 0, single.stderr[-3000:]
@@ -30,7 +33,13 @@ def test_ddp_selects_and_scores_exactly_what_one_process_does(tmp_path: Path, co
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     name = config.removesuffix(".yaml")
     one, two = (tmp_path / kind / name / "seed_0" for kind in ("single", "ddp"))
-    assert read_csv(two / "labeled.csv") == read_csv(one / "labeled.csv")
+    labeled_one, labeled_two = read_csv(one / "labeled.csv"), read_csv(two / "labeled.csv")
+    picks = [[row[key] for key in ("round", "pool_index", "dataset_index")] for row in labeled_one]
+    assert [[row[key] for key in ("round", "pool_index", "dataset_index")] for row in labeled_two] == picks
+    for row_one, row_two in zip(labeled_one, labeled_two, strict=True):
+        assert (row_one["score"] == "") == (row_two["score"] == "")
+        if row_one["score"]:
+            assert float(row_two["score"]) == pytest.approx(float(row_one["score"]), rel=1e-5)
     history_one, history_two = read_csv(one / "history.csv"), read_csv(two / "history.csv")
     assert [r["labels"] for r in history_two] == ["60", "120"]
     for row_one, row_two in zip(history_one, history_two, strict=True):

@@ -357,8 +357,12 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(
     from alvae_pl.cli import main as train_main
 
     monkeypatch.chdir(REPOSITORY)
+    parsed: set[tuple[str, tuple[Path, ...]]] = set()  # experiments share variants: parse each (name, configs) once
     for path in sorted(Path("configs/experiments").glob("*.yaml")):
         for variant in read_experiment(path).variants.values():
+            if (variant.name, variant.configs) in parsed:
+                continue
+            parsed.add((variant.name, variant.configs))
             arguments = [argument for config in variant.configs for argument in ("--config", str(config))]
             with pytest.raises(SystemExit):
                 train_main(["fit", *arguments, "--print_config"])

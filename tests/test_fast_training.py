@@ -100,6 +100,7 @@ def test_a_failing_compiler_warns_once_and_the_model_trains_eagerly() -> None:
 LOSSNET_BATCH_16 = ("digits_lossnet.yaml", "--data.batch_size=16")
 
 
+@pytest.mark.slow
 def test_compiled_training_killed_and_resumed_gives_the_eager_records(tmp_path: Path, reference_run) -> None:
     # Batch 16 over 60/120/180 labels: every epoch ends with a partial batch, which runs eagerly. Learning loss:
     # the loss-prediction head trains on the compiled backbone's block outputs. Killed at the checkpoint of the
@@ -163,6 +164,7 @@ def test_one_checkpoint_file_written_every_epoch_or_every_round(
     assert float(history[1]["checkpoint_seconds"]) > 0  # round one's epochs and round zero's last checkpoint
 
 
+@pytest.mark.slow
 def test_a_round_killed_mid_way_resumes_from_its_start_with_round_checkpoints(tmp_path: Path, reference_run) -> None:
     every_round = "--checkpoint.every=round"
     expected = reference_run("digits_entropy.yaml")  # checkpointed every epoch: the records are the same

@@ -67,9 +67,15 @@ def test_digits_run_learns_and_records_every_round(tmp_path: Path) -> None:
     assert events.Scalars("al/test_accuracy")[-1].value == pytest.approx(float(history[-1]["test_accuracy"]), 1e-4)
 
 
+#: The BALD overlay: a dropout-trained model and seeded Monte-Carlo masks (see the test below).
+BALD = overlay("bald.yaml")
+
+
 @pytest.mark.slow
 def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path, reference_run) -> None:
-    expected = reference_run("digits_entropy.yaml")
+    # BALD (the overlay on the entropy config) holds the most randomness a run has: dropout in training, and masks
+    # drawn from the round's generator at every acquisition. Both must come out the same after a resume.
+    expected = reference_run("digits_entropy.yaml", *BALD)
     folder = tmp_path / "killed"
     folder.mkdir()
     # Killed mid-epoch in round one, then at the end of round two after its acquisition was written but before
@@ -79,38 +85,9 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path,
         switch.write_text(
             f"trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {kill}\n"
         )
-        killed = train("digits_entropy.yaml", folder, "--config", str(switch), "--ckpt_path=last")
+        killed = train("digits_entropy.yaml", folder, *BALD, "--config", str(switch), "--ckpt_path=last")
         assert killed.returncode == -9, killed.stderr[-3000:]
-    resumed = train("digits_entropy.yaml", folder, "--ckpt_path=last")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    actual = folder / "digits_entropy" / "seed_0"
-    assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
-    assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
-
-
-# BALD draws from the round's generator at every acquisition (its masks) and trains with dropout: it covers what
-# BADGE (k-means++ draws from the same generator, no training randomness) would, so BADGE has no kill test of its own.
-@pytest.mark.slow
-@pytest.mark.parametrize("heuristic", ["bald.yaml"])
-def test_random_heuristics_killed_after_an_acquisition_resume_to_the_same_picks(
-    tmp_path: Path, reference_run, heuristic: str
-) -> None:
-    """BALD's dropout masks (in training and at acquisition) are seeded: killed after round
-    zero's acquisition was written but before its checkpoint, the resumed run redoes the round's last epoch (from
-    the checkpoint of the epoch before) and its acquisition identically."""
-    two_rounds = ["--active.max_labels=120", *overlay(heuristic)]
-    expected = reference_run("digits_entropy.yaml", *two_rounds)
-    folder = tmp_path / "killed"
-    folder.mkdir()
-    switch = folder / "kill.yaml"
-    switch.write_text(
-        "trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n"
-        "      init_args: {at_checkpoint_of_epoch: 1}\n"
-    )
-    killed = train("digits_entropy.yaml", folder, *two_rounds, "--config", str(switch))
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    assert len(read_csv(folder / "digits_entropy" / "seed_0" / "labeled.csv")) == 120  # round one's picks written
-    resumed = train("digits_entropy.yaml", folder, *two_rounds, "--ckpt_path=last")
+    resumed = train("digits_entropy.yaml", folder, *BALD, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     actual = folder / "digits_entropy" / "seed_0"
     assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")

@@ -17,9 +17,10 @@ FROZEN = ["--model.class_path=frozen_task_model.FrozenTaskModel", "--active.max_
 @pytest.mark.parametrize(
     ("config", "overlay"),
     [
-        ("digits_entropy.yaml", None),  # entropy, margin and least confidence share PredictionHeuristic.embed
-        # BALD's dropout masks are drawn on every rank. (BADGE gathers two embeddings per image as core-set gathers
-        # its features; its draws happen on rank zero's select, as random sampling's do: no DDP run of their own.)
+        # BALD: its dropout masks are drawn on every rank, on top of what every heuristic does under DDP (embedding
+        # sharded over ranks and gathered, selection on rank zero and broadcast). The other heuristics differ in
+        # per-batch functions of the rows they get (entropy, margin and least confidence: of the logits) or in
+        # rank zero's select (core-set, MedAL, BADGE, random): one DDP run covers the loop's part for all of them.
         ("digits_entropy.yaml", "bald.yaml"),
     ],
 )

@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_runs import read_csv, train, without_timings
+from cli_runs import overlay, read_csv, train, without_timings
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import Accuracy
 
@@ -167,7 +167,8 @@ def test_one_checkpoint_file_written_every_epoch_or_every_round(
 @pytest.mark.slow
 def test_a_round_killed_mid_way_resumes_from_its_start_with_round_checkpoints(tmp_path: Path, reference_run) -> None:
     every_round = "--checkpoint.every=round"
-    expected = reference_run("digits_entropy.yaml")  # checkpointed every epoch: the records are the same
+    # BALD (dropout in training): the same reference run as the kill test of test_active_learning_loop.py.
+    expected = reference_run("digits_entropy.yaml", *overlay("bald.yaml"))  # checkpointed every epoch
     folder = tmp_path / "killed"
     folder.mkdir()
     switch = folder / "kill.yaml"
@@ -175,9 +176,9 @@ def test_a_round_killed_mid_way_resumes_from_its_start_with_round_checkpoints(tm
     switch.write_text(
         "trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {at_step: 9}\n"
     )
-    killed = train("digits_entropy.yaml", folder, every_round, "--config", str(switch))
+    killed = train("digits_entropy.yaml", folder, *overlay("bald.yaml"), every_round, "--config", str(switch))
     assert killed.returncode == -9, killed.stderr[-3000:]
-    resumed = train("digits_entropy.yaml", folder, every_round, "--ckpt_path=last")
+    resumed = train("digits_entropy.yaml", folder, *overlay("bald.yaml"), every_round, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     actual = folder / "digits_entropy" / "seed_0"
     assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")

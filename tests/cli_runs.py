@@ -24,6 +24,21 @@ QUICK = [
 ]
 
 
+#: Two rounds of 60 labels, one epoch each: the shortest run that makes one acquisition.
+TWO_ROUNDS = [*QUICK, "--active.max_labels=120", "--active.epochs_first=1", "--active.epochs_increment=0"]
+
+
+def first_acquisition(folder: Path, config: str, *arguments: str) -> tuple[list[dict[str, str]], list[float]]:
+    """``train.py fit --config configs/<config> <arguments>`` for ``TWO_ROUNDS``, in this process, logging under
+    ``folder``; returns the rows of ``labeled.csv`` and the scores of round one's picks, in picking order."""
+    from alvae_pl.cli import main
+
+    main(["fit", "--config", f"configs/{config}", f"--trainer.logger.init_args.save_dir={folder}", *TWO_ROUNDS,
+          *arguments])  # fmt: skip
+    labeled = read_csv(folder / Path(config).stem / "seed_0" / "labeled.csv")
+    return labeled, [float(row["score"]) for row in labeled if row["round"] == "1"]
+
+
 def train(config: str, folder: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python train.py fit --config configs/<config>`` with logs under ``folder``; returns the process."""
     command = [

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runs import QUICK, read_csv
+from cli_runs import first_acquisition
+from cli_runs import overlay as overlay_arguments
 
 from alvae_pl.acquisition.badge import BADGE, GradientEmbeddings, gradient_scale, kmeans_plus_plus
 from alvae_pl.acquisition.bald import BALD, mutual_information
-from alvae_pl.cli import main
 from alvae_pl.models.task_model import TaskModel
 
 
@@ -154,15 +154,8 @@ def test_kmeans_plus_plus_picks_distinct_rows_when_every_row_coincides() -> None
 # --------------------------------------------------------------------------------------------------- through CLI
 @pytest.mark.parametrize("overlay", ["bald.yaml", "badge.yaml"])
 def test_one_round_through_the_cli_labels_the_budget(tmp_path: Path, overlay: str) -> None:
-    two_rounds = [*QUICK, "--active.max_labels=120", "--active.epochs_first=1", "--active.epochs_increment=0"]
-    main(
-        ["fit", "--config", "configs/digits_entropy.yaml", "--config", f"configs/heuristics/{overlay}",
-         f"--trainer.logger.init_args.save_dir={tmp_path}", *two_rounds]
-    )  # fmt: skip
-    labeled = read_csv(tmp_path / "digits_entropy" / "seed_0" / "labeled.csv")
-    picked = [row for row in labeled if row["round"] == "1"]
-    assert len({row["pool_index"] for row in labeled}) == 120 and len(picked) == 60
-    scores = [float(row["score"]) for row in picked]
+    labeled, scores = first_acquisition(tmp_path, "digits_entropy.yaml", *overlay_arguments(overlay))
+    assert len({row["pool_index"] for row in labeled}) == 120 and len(scores) == 60
     assert all(s >= 0 for s in scores) and sum(s > 0 for s in scores) > 50
     if overlay == "bald.yaml":
         assert scores == sorted(scores, reverse=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runs import QUICK, read_csv
+from cli_runs import first_acquisition, read_csv
 
 from alvae_pl.analysis.experiment_cli import main as experiment_main
 from alvae_pl.analysis.feature_knowledge import measure
@@ -57,11 +57,6 @@ def test_features_command_refuses_a_checkpoint_without_its_run_in_one_line(tmp_p
 
 
 def test_core_set_runs_on_the_mixture_vae_features(mixture_vae: Path, tmp_path: Path) -> None:
-    train_main(
-        ["fit", "--config", "configs/digits_coreset_vae.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
-         f"--active.heuristic.init_args.features.vae_checkpoint={mixture_vae}", *QUICK,
-         "--active.max_labels=120", "--active.epochs_first=1", "--active.epochs_increment=0"]
-    )  # fmt: skip
-    labeled = read_csv(tmp_path / "digits_coreset_vae" / "seed_0" / "labeled.csv")
-    picked = [float(row["score"]) for row in labeled if row["round"] == "1"]
+    vae = f"--active.heuristic.init_args.features.vae_checkpoint={mixture_vae}"
+    _, picked = first_acquisition(tmp_path, "digits_coreset_vae.yaml", vae)
     assert len(picked) == 60 and picked == sorted(picked, reverse=True) and picked[-1] > 0

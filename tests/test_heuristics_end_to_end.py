@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import QUICK, read_csv
+from cli_runs import TWO_ROUNDS, read_csv
 
 from alvae_pl.cli import main
-
-TWO_ROUNDS = [*QUICK, "--active.max_labels=120", "--active.epochs_first=1", "--active.epochs_increment=0"]
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runs import QUICK, read_csv
+from cli_runs import first_acquisition
 
 from alvae_pl.acquisition.least_confidence import LeastConfidence, prediction_confidence
 from alvae_pl.acquisition.margin import Margin, prediction_margin
-from alvae_pl.cli import main
 
 
 def joint_label_probabilities(logits: np.ndarray) -> np.ndarray:
@@ -56,13 +55,6 @@ def test_the_least_certain_images_are_picked_first(heuristic, key: str) -> None:
 
 @pytest.mark.parametrize("name", ["Margin", "LeastConfidence"])
 def test_one_round_through_the_cli_labels_the_budget_by_its_short_name(tmp_path: Path, name: str) -> None:
-    two_rounds = [*QUICK, "--active.max_labels=120", "--active.epochs_first=1", "--active.epochs_increment=0"]
-    main(
-        ["fit", "--config", "configs/digits_entropy.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
-         f"--active.heuristic={name}", *two_rounds]
-    )  # fmt: skip
-    labeled = read_csv(tmp_path / "digits_entropy" / "seed_0" / "labeled.csv")
-    picked = [row for row in labeled if row["round"] == "1"]
-    assert len({row["pool_index"] for row in labeled}) == 120 and len(picked) == 60
-    scores = [float(row["score"]) for row in picked]
+    labeled, scores = first_acquisition(tmp_path, "digits_entropy.yaml", f"--active.heuristic={name}")
+    assert len({row["pool_index"] for row in labeled}) == 120 and len(scores) == 60
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)

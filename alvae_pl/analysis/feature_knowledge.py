@@ -94,7 +94,8 @@ def draw_maps(spaces: Mapping[str, np.ndarray], targets: np.ndarray, seed: int, 
         points = embed_tsne(features, seed)
         scatter = axes.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=6)
         axes.set_title(name, fontsize=9)
-        axes.set_xticks([]), axes.set_yticks([])
+        axes.set_xticks([])
+        axes.set_yticks([])
     figure.colorbar(scatter, ax=figure.axes, label="class" if targets.ndim == 1 else "findings")
     return save_png(figure, path)
 

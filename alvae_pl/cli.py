@@ -19,6 +19,7 @@ from alvae_pl.callbacks.progress_bar import ThrottledProgressBar
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.lightning_noise import quiet_lightning
+from alvae_pl.oracles import HumanOracle
 
 #: Files whose presence means a run folder holds a run.
 RUN_RECORDS = ("history.csv", "labeled.csv", "checkpoints/last.ckpt")
@@ -43,6 +44,13 @@ class AlvaeCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ActiveLearningLoop, "active")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.add_argument(
+            "--labels",
+            type=str | None,
+            default=None,
+            help="CSV with the expert's answers to the open query (file + label columns), read instead of the "
+            "query file (active.oracle: HumanOracle)",
+        )
         parser.set_defaults(
             {
                 "trainer.logger": {
@@ -61,6 +69,12 @@ class AlvaeCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Refuse to mix a new run into a run folder that holds one: nothing already written may change."""
+        labels = self.config[self.subcommand].get("labels")
+        if labels is not None:
+            loop = next(c for c in self.trainer.callbacks if isinstance(c, ActiveLearningLoop))
+            if not isinstance(loop.oracle, HumanOracle):
+                raise ValueError("--labels answers an expert's query: set active.oracle: alvae_pl.oracles.HumanOracle")
+            loop.oracle.answers = labels
         if self.config[self.subcommand].get("ckpt_path") is not None:
             return  # resuming (or starting from) a checkpoint: the folder's records are rewritten from its state
         logger = self.trainer.logger
@@ -73,6 +87,12 @@ class AlvaeCLI(LightningCLI):
                 f"{folder} already holds a run ({', '.join(found)}): continue it with --ckpt_path last, or start a "
                 "new one in another folder with --trainer.logger.init_args.version <name>"
             )
+
+    def after_fit(self) -> None:
+        """A run that waits for an expert's labels ends with the one line that says what to do next."""
+        loop = next((c for c in self.trainer.callbacks if isinstance(c, ActiveLearningLoop)), None)
+        if loop is not None and loop.pause_message is not None and self.trainer.is_global_zero:
+            print(loop.pause_message, file=sys.stderr)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         """Adds a :class:`ThrottledProgressBar` unless the bar is off or the user configured one."""

@@ -20,6 +20,7 @@ from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.models.metrics import compute_metrics
 from alvae_pl.models.task_model import TaskModel
+from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
 from alvae_pl.seeding import ACQUISITION_STREAM, derive_seed
 
 
@@ -38,8 +39,12 @@ class ActiveLearningLoop(Callback):
     2. log ``al/*`` scalars to every logger (TensorBoard, CSV, ...) with the number of labels as the step, and rewrite
        ``history.csv`` in the run folder;
     3. select ``budget`` unlabeled pool images with ``heuristic`` (embedding sharded over ranks, selection on
-       rank zero, broadcast), label them, and rewrite ``labeled.csv``;
+       rank zero, broadcast), have ``oracle`` label them, and rewrite ``labeled.csv``;
     4. reset the task model to its round-0 weights and build a fresh optimizer.
+
+    The simulated oracle answers at once. A human one (:class:`~alvae_pl.oracles.HumanOracle`) may not have
+    answered yet: the loop then keeps the query in its state, stops the run after the checkpoint, and asks
+    the oracle again when the run is continued (``on_fit_start``), before the next round trains.
 
     Hooks: ``setup`` derives ``max_epochs`` from the schedule and asks Lightning to rebuild the train loader
     every epoch (cheap for in-memory tensors; it is how the next round sees the new labels and how each
@@ -51,6 +56,8 @@ class ActiveLearningLoop(Callback):
 
     Args:
         heuristic: how to choose images (random, entropy, core-set, MedAL, learning loss...).
+        oracle: who labels the picks: ``None`` reveals the data set's labels (the paper's simulation); a
+            :class:`~alvae_pl.oracles.HumanOracle` asks an expert through files in the run folder.
         budget: images labeled per round (paper: 3,000).
         max_labels: stop once this many images are labeled and trained on; ``None``: until the pool is used up.
         epochs_first: epochs of the first round (paper: 10).
@@ -70,6 +77,7 @@ class ActiveLearningLoop(Callback):
     def __init__(
         self,
         heuristic: Heuristic | None = None,
+        oracle: Oracle | None = None,
         budget: int = 3000,
         max_labels: int | None = None,
         epochs_first: int = 10,
@@ -85,6 +93,7 @@ class ActiveLearningLoop(Callback):
         if epochs_first < 1 or epochs_increment < 0:
             raise ValueError("active.epochs_first must be >= 1 and active.epochs_increment >= 0")
         self.heuristic = heuristic if heuristic is not None else RandomSampling()
+        self.oracle = oracle if oracle is not None else SimulatedOracle()
         self.budget = budget
         self.max_labels = max_labels
         self.epochs_first = epochs_first
@@ -101,6 +110,10 @@ class ActiveLearningLoop(Callback):
         self.finished = False
         self.history: list[dict[str, float | int]] = []
         self.scores = torch.empty(0)
+        #: Picks the oracle has not answered yet (a human oracle's open query), else ``None``.
+        self.pending: Query | None = None
+        #: Why this process stopped before the run finished (the oracle's message), else ``None``.
+        self.pause_message: str | None = None
         self._epoch_started = 0.0
         self._checkpoint_seconds_seen = 0.0
         self._active = False
@@ -156,7 +169,8 @@ class ActiveLearningLoop(Callback):
         # ``trainer.log_dir`` is a collective under DDP: read it here, on every rank, not later on rank zero.
         self._run_folder = Path(trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir)
         self.heuristic.check_model(pl_module)
-        schedule = self.label_schedule(len(datamodule.pool), datamodule.initial_labels)
+        self.oracle.check(datamodule)
+        schedule = self.label_schedule(len(datamodule.pool), datamodule.num_initial_labels)
         max_epochs = sum(self.round_epochs(r) for r in range(len(schedule)))
         rounds = f"{len(schedule)} round{'s' if len(schedule) > 1 else ''}"
         rank_zero_info(
@@ -171,11 +185,17 @@ class ActiveLearningLoop(Callback):
         self._schedule = schedule
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._active:
-            self.heuristic.setup(trainer.datamodule.data, pl_module.device)
+        if not self._active:
+            return
+        self.heuristic.setup(trainer.datamodule.data, pl_module.device)
+        # Continuing a run that waited for labels: the checkpoint (restored by now) holds the open query. Asked
+        # here, before the first train loader of this process is built, so that the round trains on the answers.
+        if self.pending is not None and self._settle(trainer):
+            self.write_records(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._active and self.finished:  # resumed from the checkpoint of a finished run
+        # Resumed from the checkpoint of a finished run, or still waiting for labels: nothing to train.
+        if self._active and (self.finished or self.pending is not None):
             trainer.should_stop = True
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: TaskModel) -> None:
@@ -210,6 +230,7 @@ class ActiveLearningLoop(Callback):
             "train_seconds": self.round_train_seconds,
         }
         splits = {"val": datamodule.data.val} | ({"test": datamodule.data.test} if self.evaluate_test else {})
+        splits = {name: split for name, split in splits.items() if len(split)}  # a lab may have no test images
         started = time.perf_counter()
         if self.recompute_batch_norm:
             # Every rank passes over all labeled images (not a shard), so every rank gets the same statistics.
@@ -239,7 +260,9 @@ class ActiveLearningLoop(Callback):
         last_round = self.round_index + 1 >= len(self._schedule) or pool.num_unlabeled == 0
         if not last_round:
             started = time.perf_counter()
-            self._acquire(trainer, model, self._schedule[self.round_index + 1] - pool.num_labeled)
+            self.pending = self._acquire(trainer, model, self._schedule[self.round_index + 1] - pool.num_labeled)
+            # A bad answers file here must not lose the round just trained: it pauses the run like missing answers.
+            self._settle(trainer, pause_on_error=True)
             row["acquisition_seconds"] = time.perf_counter() - started
         self.history.append(row)
         self._publish(trainer, row)
@@ -253,8 +276,41 @@ class ActiveLearningLoop(Callback):
         self.round_index += 1
         self.round_start_epoch = trainer.current_epoch + 1
         self.round_train_seconds = 0.0
+        if self.pending is not None:  # waiting for the oracle: stop after this epoch's checkpoint
+            trainer.should_stop = True
 
-    def _acquire(self, trainer: L.Trainer, model: TaskModel, budget: int) -> None:
+    def _settle(self, trainer: L.Trainer, pause_on_error: bool = False) -> bool:
+        """Asks the oracle for the pending query's labels and labels what it answers; ``False`` if it cannot yet.
+
+        The oracle runs on rank zero (it may read and write files); its answers, its message or its error
+        reach every rank by broadcast, so that every rank labels the same images or raises the same error
+        (or, with ``pause_on_error``, pauses with the error as its message).
+        """
+        query = self.pending
+        assert query is not None
+        outcome: tuple[str, Any] | None = None
+        if trainer.is_global_zero:
+            try:
+                answered = self.oracle.answer(query, trainer.datamodule, self._run_folder)
+                outcome = ("wait", answered) if isinstance(answered, str) else ("answers", answered)
+            except (OSError, ValueError) as error:
+                outcome = ("error", error)
+        kind, value = trainer.strategy.broadcast(outcome, src=0)
+        if kind == "error" and not pause_on_error:
+            raise value
+        if kind != "answers":
+            self.pause_message = str(value)  # printed last, by the command line, once the run has stopped
+            return False
+        asked = query.positions.tolist()
+        keep = torch.tensor([asked.index(p) for p in value.positions.tolist()], dtype=torch.int64)
+        trainer.datamodule.reveal(value.positions, value.targets)
+        trainer.datamodule.pool.label(value.positions, round_index=query.round_index)
+        self.scores = torch.cat([self.scores, query.scores[keep]])
+        self.pending = None
+        self.pause_message = None
+        return True
+
+    def _acquire(self, trainer: L.Trainer, model: TaskModel, budget: int) -> Query:
         datamodule: ActiveDataModule = trainer.datamodule
         pool = datamodule.pool
         if budget < self.budget:
@@ -278,8 +334,7 @@ class ActiveLearningLoop(Callback):
         positions, scores = trainer.strategy.broadcast(selection, src=0)
         if len(positions) != budget or len(positions.unique()) != budget:
             raise RuntimeError(f"{type(self.heuristic).__name__} returned {len(positions)} picks, expected {budget}")
-        pool.label(candidates[positions], round_index=self.round_index + 1)
-        self.scores = torch.cat([self.scores, scores])
+        return Query(round_index=self.round_index + 1, positions=candidates[positions], scores=scores)
 
     def _embed(self, trainer: L.Trainer, model: TaskModel, positions: Tensor, description: str) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {}
@@ -322,7 +377,13 @@ class ActiveLearningLoop(Callback):
             {"round": int(r), "pool_index": int(p), "dataset_index": int(pool.dataset_indices[p]), "score": s}
             for p, r, s in zip(pool.labeled.tolist(), pool.labeled_rounds.tolist(), scores, strict=True)
         ]
-        write_csv_atomically(folder / "labeled.csv", LABELED_COLUMNS, rows)
+        columns = LABELED_COLUMNS
+        files = trainer.datamodule.pool_files
+        if files is not None:  # images read from files: name each, for the people who label them
+            columns = (*LABELED_COLUMNS, "file")
+            for row in rows:
+                row["file"] = files[row["pool_index"]]
+        write_csv_atomically(folder / "labeled.csv", columns, rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -332,6 +393,13 @@ class ActiveLearningLoop(Callback):
             "finished": self.finished,
             "history": [dict(row) for row in self.history],
             "scores": self.scores.clone(),
+            "pending": None
+            if self.pending is None
+            else {
+                "round_index": self.pending.round_index,
+                "positions": self.pending.positions.clone(),
+                "scores": self.pending.scores.clone(),
+            },
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -341,3 +409,5 @@ class ActiveLearningLoop(Callback):
         self.finished = state_dict["finished"]
         self.history = [dict(row) for row in state_dict["history"]]
         self.scores = state_dict["scores"].clone()
+        pending = state_dict.get("pending")
+        self.pending = None if pending is None else Query(**pending)

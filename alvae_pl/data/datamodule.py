@@ -29,7 +29,10 @@ class ActiveDataModule(L.LightningDataModule):
         source: where the images come from (MedMNIST, MNIST, scikit-learn digits, a user's ``.npz``).
         pool_size: how many train-split images form the pool (paper: 25,000 MNIST, 30,000 ChestMNIST);
             ``None`` takes the whole train split.
-        initial_labels: labeled pool images before round one (paper: 3,000).
+        initial_labels: pool images labeled at random before round one; ``None``: the paper's 3,000. A source
+            whose train images are partly unlabeled (a lab's :class:`~alvae_pl.data.sources.FolderSource`)
+            starts from the images its labels file names instead, and ``initial_labels`` must then be ``None``
+            or their number.
         pool_seed: seeds the pool subset and the initial labels; keep it fixed across heuristics so that
             their comparison is paired.
         batch_size: training batch size (per DDP rank, in whole batches).
@@ -47,7 +50,7 @@ class ActiveDataModule(L.LightningDataModule):
         self,
         source: ImageSource,
         pool_size: int | None = None,
-        initial_labels: int = 3000,
+        initial_labels: int | None = None,
         pool_seed: int = 0,
         batch_size: int = 128,
         eval_batch_size: int = 512,
@@ -70,6 +73,10 @@ class ActiveDataModule(L.LightningDataModule):
         self.data_on_device = data_on_device
         self.device_data_limit_gb = device_data_limit_gb
         self._served: ImageData | None = None
+        # Labels an oracle gave during the run (pool positions [r], targets [r] or [r, K]): checkpointed, since a
+        # lab's source reloads only the labels its file held at the start.
+        self._revealed_positions = torch.empty(0, dtype=torch.int64)
+        self._revealed_targets = torch.empty(0, dtype=torch.int64)
 
     @cached_property
     def data(self) -> ImageData:
@@ -78,7 +85,44 @@ class ActiveDataModule(L.LightningDataModule):
 
     @cached_property
     def pool(self) -> LabelPool:
-        return LabelPool(len(self.data.train), self.pool_size, self.initial_labels, self.pool_seed)
+        known = self.data.train_known
+        if bool(known.all()):
+            initial = 3000 if self.initial_labels is None else self.initial_labels
+            return LabelPool(len(self.data.train), self.pool_size, initial, self.pool_seed)
+        positions = known.nonzero().squeeze(1)
+        if self.initial_labels is not None and self.initial_labels != len(positions):
+            raise ValueError(
+                f"data.initial_labels={self.initial_labels}, but the labels file names {len(positions)} labeled "
+                "pool images, which are the initial labels: set data.initial_labels: null"
+            )
+        return LabelPool(len(self.data.train), self.pool_size, 0, self.pool_seed, initial_positions=positions)
+
+    @property
+    def num_initial_labels(self) -> int:
+        """How many pool images are labeled before round one."""
+        return int((self.pool.labeled_rounds == 0).sum())
+
+    @property
+    def pool_files(self) -> tuple[str, ...] | None:
+        """File name of each pool position, for sources read from files; ``None`` otherwise."""
+        files = self.data.train_files
+        return None if files is None else tuple(files[i] for i in self.pool.dataset_indices.tolist())
+
+    def pool_targets(self, positions: Tensor) -> Tensor:
+        """int64 ``[n]`` or ``[n, K]`` targets of pool positions ``[n]`` (``UNKNOWN_TARGET`` where nobody knows)."""
+        return self.data.train.targets[self.pool.dataset_indices[positions]]
+
+    def reveal(self, positions: Tensor, targets: Tensor) -> None:
+        """Record labels an oracle gave for pool positions ``[n]``: targets int64 ``[n]`` or ``[n, K]``."""
+        positions = torch.as_tensor(positions, dtype=torch.int64).cpu()
+        targets = torch.as_tensor(targets, dtype=torch.int64).cpu()
+        rows = self.pool.dataset_indices[positions]
+        self.data.train.targets[rows] = targets
+        if self._served is not None and self._served.train is not self.data.train:
+            served = self._served.train.targets
+            served[rows.to(served.device)] = targets.to(served.device)
+        self._revealed_positions = torch.cat([self._revealed_positions, positions])
+        self._revealed_targets = torch.cat([self._revealed_targets.view(-1, *targets.shape[1:]), targets])
 
     @property
     def num_classes(self) -> int:
@@ -162,7 +206,15 @@ class ActiveDataModule(L.LightningDataModule):
         return self._eval_loader(self.served.test)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pool": self.pool.state_dict()}
+        return {
+            "pool": self.pool.state_dict(),
+            "revealed_positions": self._revealed_positions.clone(),
+            "revealed_targets": self._revealed_targets.clone(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pool.load_state_dict(state_dict["pool"])
+        self._revealed_positions = torch.empty(0, dtype=torch.int64)
+        self._revealed_targets = torch.empty(0, dtype=torch.int64)
+        if len(state_dict.get("revealed_positions", ())):
+            self.reveal(state_dict["revealed_positions"], state_dict["revealed_targets"])

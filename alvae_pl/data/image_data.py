@@ -9,6 +9,10 @@ import torch
 
 TaskKind = Literal["multiclass", "multilabel"]
 
+#: The target of a train image whose label nobody knows yet (a lab's unlabeled scans): ``-1`` as a class index,
+#: a row of ``-1`` as findings. Only the train split may hold it; an oracle replaces it when the image is labeled.
+UNKNOWN_TARGET = -1
+
 
 @dataclass(frozen=True)
 class ImageSplit:
@@ -38,13 +42,23 @@ class ImageSplit:
 
 @dataclass(frozen=True)
 class ImageData:
-    """Train, validation and test splits of one data set, with what a model needs to know about it."""
+    """Train, validation and test splits of one data set, with what a model needs to know about it.
+
+    Attributes:
+        train, val, test: the splits. Train targets may be ``UNKNOWN_TARGET`` (images nobody has labeled yet);
+            validation and test targets are always known.
+        task: multi-class or multi-label.
+        class_names: one name per class (multi-class) or per finding (multi-label).
+        train_files: for images read from files, each train image's file name (relative to its folder), so that
+            an expert can be shown which images to label; ``None`` for built-in data sets.
+    """
 
     train: ImageSplit
     val: ImageSplit
     test: ImageSplit
     task: TaskKind
     class_names: tuple[str, ...]
+    train_files: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         shapes = {tuple(split.images.shape[1:]) for split in (self.train, self.val, self.test)}
@@ -57,6 +71,18 @@ class ImageData:
                 )
             if self.task == "multiclass" and split.targets.ndim != 1:
                 raise ValueError(f"multi-class targets must be [N], got {list(split.targets.shape)}")
+        for name, split in (("val", self.val), ("test", self.test)):
+            if len(split) and bool((split.targets == UNKNOWN_TARGET).any()):
+                raise ValueError(f"the {name} split holds images without a label; only train images may lack one")
+        if self.train_files is not None and len(self.train_files) != len(self.train):
+            raise ValueError(f"{len(self.train_files)} train file names for {len(self.train)} train images")
+
+    @property
+    def train_known(self) -> torch.Tensor:
+        """bool ``[N]``: which train images have a known label."""
+        targets = self.train.targets
+        known = targets != UNKNOWN_TARGET
+        return known if targets.ndim == 1 else known.all(dim=1)
 
     @property
     def num_classes(self) -> int:

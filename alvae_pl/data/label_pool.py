@@ -22,9 +22,32 @@ class LabelPool:
         initial_labels: how many pool images are labeled before round one.
         pool_seed: seeds both the pool subset and the initial labels, independent of the training seed, so
             every heuristic compared under the same ``pool_seed`` starts from the same labels.
+        initial_positions: pool positions already labeled by a person (a lab's labels file) instead of
+            ``initial_labels`` drawn at random; the pool is then the whole train split.
     """
 
-    def __init__(self, train_size: int, pool_size: int | None, initial_labels: int, pool_seed: int) -> None:
+    def __init__(
+        self,
+        train_size: int,
+        pool_size: int | None,
+        initial_labels: int,
+        pool_seed: int,
+        initial_positions: Tensor | None = None,
+    ) -> None:
+        if initial_positions is not None:
+            if pool_size not in (None, train_size):
+                raise ValueError(
+                    f"pool_size={pool_size}, but a pool whose labels a person gives is the whole folder of "
+                    f"{train_size} images: set data.pool_size: null"
+                )
+            if len(initial_positions) == 0:
+                raise ValueError("no pool image has a label yet: label a few in the labels CSV, then start the run")
+            self.dataset_indices = torch.arange(train_size)
+            self._is_labeled = torch.zeros(train_size, dtype=torch.bool)
+            self._order = torch.empty(0, dtype=torch.int64)
+            self._rounds = torch.empty(0, dtype=torch.int64)
+            self.label(torch.as_tensor(initial_positions, dtype=torch.int64).sort().values, round_index=0)
+            return
         pool_size = train_size if pool_size is None else pool_size
         if not 0 < pool_size <= train_size:
             raise ValueError(

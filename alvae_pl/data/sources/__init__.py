@@ -2,6 +2,7 @@
 
 from alvae_pl.data.sources.base import ImageSource, read_medmnist_npz
 from alvae_pl.data.sources.digits_source import DigitsSource
+from alvae_pl.data.sources.folder_source import FolderSource
 from alvae_pl.data.sources.medmnist_source import FLAGS_2D, MedMNISTSource
 from alvae_pl.data.sources.mnist_source import MNISTSource
 from alvae_pl.data.sources.npz_source import NpzSource
@@ -9,6 +10,7 @@ from alvae_pl.data.sources.npz_source import NpzSource
 __all__ = [
     "FLAGS_2D",
     "DigitsSource",
+    "FolderSource",
     "ImageSource",
     "MNISTSource",
     "MedMNISTSource",

@@ -1,0 +1,193 @@
+"""Labels as a person writes them: a CSV with one row per image, read and checked with one-line errors.
+
+Two layouts, told apart by the header:
+
+- multi-class: a ``file`` column and a ``label`` column holding the class name (``file,label`` /
+  ``img_0007.png,pneumonia``);
+- multi-label: a ``file`` column and one column per finding holding ``0`` or ``1``
+  (``file,effusion,mass`` / ``img_0007.png,1,0``).
+
+Other columns named in ``ignore`` (the query files' ``rank``, ``pool_index``, ``score``) are skipped. Every
+error names the CSV file, the line and what to change.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from alvae_pl.data.image_data import TaskKind
+
+FILE_COLUMN = "file"
+LABEL_COLUMN = "label"
+
+
+@dataclass(frozen=True)
+class LabelRows:
+    """The raw cells of a labels CSV.
+
+    Attributes:
+        path: the file read.
+        columns: the header, stripped.
+        rows: ``(line number, {column: stripped cell})`` per data row; line 1 is the header.
+    """
+
+    path: Path
+    columns: tuple[str, ...]
+    rows: tuple[tuple[int, dict[str, str]], ...]
+
+    def task(self) -> TaskKind:
+        """Multi-class when the header has a ``label`` column, else multi-label (one column per finding)."""
+        return "multiclass" if LABEL_COLUMN in self.columns else "multilabel"
+
+    def finding_columns(self, ignore: Sequence[str] = ()) -> tuple[str, ...]:
+        """The multi-label layout's finding columns, in header order."""
+        return tuple(c for c in self.columns if c != FILE_COLUMN and c not in ignore)
+
+    def class_names(self) -> set[str]:
+        """The class names the multi-class layout's ``label`` column uses (blank cells skipped)."""
+        return {cells[LABEL_COLUMN] for _, cells in self.rows if cells.get(LABEL_COLUMN)}
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Parsed labels: ``files[i]`` has target ``targets[i]`` (int64 ``[n]`` class indices or ``[n, K]`` 0/1).
+
+    Attributes:
+        files: file names as written in the CSV, in row order.
+        targets: int64 ``[n]`` or ``[n, K]``.
+        lines: the CSV line of each row, for messages.
+        blank: files whose label cells were all empty (only when blanks are allowed), in row order.
+    """
+
+    files: tuple[str, ...]
+    targets: Tensor
+    lines: tuple[int, ...]
+    blank: tuple[str, ...] = ()
+
+
+def read_label_rows(path: str | Path) -> LabelRows:
+    """Reads a labels CSV's header and cells.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not UTF-8 text, has no header or no ``file`` column, or names a column twice.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: give a CSV with a '{FILE_COLUMN}' column and the labels")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            lines = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path} is not a readable CSV file ({type(error).__name__}): save it as UTF-8 CSV") from None
+    if not lines:
+        raise ValueError(f"{path} is empty: its first line must be a header such as '{FILE_COLUMN},{LABEL_COLUMN}'")
+    columns = tuple(cell.strip() for cell in lines[0])
+    if FILE_COLUMN not in columns:
+        raise ValueError(f"{path}: the header {','.join(columns)} has no '{FILE_COLUMN}' column naming each image")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{path}: the header names column(s) {', '.join(repeated)} twice; keep one of each")
+    rows = []
+    for number, cells in enumerate(lines[1:], start=2):
+        if not any(cell.strip() for cell in cells):
+            continue  # blank lines, e.g. a trailing newline added by an editor
+        if len(cells) > len(columns):
+            raise ValueError(f"{path} line {number}: {len(cells)} cells but the header has {len(columns)} columns")
+        padded = [cell.strip() for cell in cells] + [""] * (len(columns) - len(cells))
+        rows.append((number, dict(zip(columns, padded, strict=True))))
+    return LabelRows(path=path, columns=columns, rows=tuple(rows))
+
+
+def parse_labels(
+    table: LabelRows,
+    task: TaskKind,
+    class_names: Sequence[str],
+    *,
+    ignore: Sequence[str] = (),
+    allow_blank: bool = False,
+    unknown_hint: str = "fix the cell, or list every class in data.source.init_args.classes",
+) -> Labels:
+    """Turns the cells of a labels CSV into targets.
+
+    Args:
+        table: what :func:`read_label_rows` read.
+        task: the data set's task; the CSV's layout must match it.
+        class_names: the classes (multi-class) or findings (multi-label) of the data set, in target order.
+        ignore: columns that are neither the file nor a label (skipped).
+        allow_blank: rows whose label cells are all empty are returned in ``blank`` instead of refused.
+        unknown_hint: what the unknown-class message advises.
+
+    Raises:
+        ValueError: a row without a file name, a file named twice, an unknown class, a finding that is not 0 or
+            1, a row with some findings filled and others not, or a header that does not fit the task.
+    """
+    path = table.path
+    names = tuple(class_names)
+    if task == "multiclass" and LABEL_COLUMN not in table.columns:
+        raise ValueError(f"{path}: the task is multi-class but the header has no '{LABEL_COLUMN}' column")
+    if task == "multilabel":
+        findings = table.finding_columns(ignore)
+        if set(findings) != set(names):
+            missing, extra = sorted(set(names) - set(findings)), sorted(set(findings) - set(names))
+            raise ValueError(
+                f"{path}: the finding columns must be exactly {', '.join(names)}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(extra)}" if extra else "")
+            )
+    index = {name: i for i, name in enumerate(names)}
+    seen: dict[str, int] = {}
+    files, targets, lines, blank = [], [], [], []
+    for number, cells in table.rows:
+        name = cells[FILE_COLUMN]
+        if not name:
+            raise ValueError(f"{path} line {number}: the '{FILE_COLUMN}' cell is empty; name the image")
+        if name in seen:
+            raise ValueError(f"{path} line {number}: {name} is already in line {seen[name]}; keep one row per image")
+        seen[name] = number
+        if task == "multiclass":
+            label = cells[LABEL_COLUMN]
+            if not label:
+                if allow_blank:
+                    blank.append(name)
+                    continue
+                raise ValueError(f"{path} line {number}: {name} has no label; fill it in or delete the row")
+            if label not in index:
+                raise ValueError(
+                    f"{path} line {number}: unknown class {label!r} for {name}; known: {', '.join(names)} "
+                    f"({unknown_hint})"
+                )
+            targets.append(index[label])
+        else:
+            values = [cells[finding] for finding in names]
+            if not any(values) and allow_blank:
+                blank.append(name)
+                continue
+            for finding, value in zip(names, values, strict=True):
+                if value not in ("0", "1"):
+                    shown = repr(value) if value else "empty"
+                    raise ValueError(
+                        f"{path} line {number}: finding {finding} of {name} is {shown}; write 1 (present) or 0 (absent)"
+                    )
+            targets.append([int(value) for value in values])
+        files.append(name)
+        lines.append(number)
+    shape = (0,) if task == "multiclass" else (0, len(names))
+    tensor = torch.tensor(targets, dtype=torch.int64) if targets else torch.empty(shape, dtype=torch.int64)
+    return Labels(files=tuple(files), targets=tensor, lines=tuple(lines), blank=tuple(blank))
+
+
+def natural_order(names: set[str] | Sequence[str]) -> tuple[str, ...]:
+    """Class names sorted as a person expects: ``2`` before ``10``, then text alphabetically."""
+
+    def key(name: str) -> list[tuple[int, int | str]]:
+        return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
+
+    return tuple(sorted(names, key=key))

@@ -1,0 +1,6 @@
+"""Who labels the images a heuristic picks: the data set itself (a simulation) or a person (a lab's expert)."""
+
+from alvae_pl.oracles.human_oracle import HumanOracle
+from alvae_pl.oracles.oracle import Answers, Oracle, Query, SimulatedOracle
+
+__all__ = ["Answers", "HumanOracle", "Oracle", "Query", "SimulatedOracle"]

@@ -7,11 +7,15 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 from cli_runs import read_csv, without_timings
 from PIL import Image
 
 from alvae_pl.cli import main
+from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.data.digits_folder import FINDINGS, write_digits_folder
+from alvae_pl.data.sources import FolderSource
+from alvae_pl.oracles import HumanOracle, Query
 from alvae_pl.oracles.answer_key import answer_from_key
 
 # Three rounds (30 -> 60 -> 90 labels), one epoch each: two queries for the expert.
@@ -137,7 +141,7 @@ def test_multilabel_expert_reproduces_the_simulation(tmp_path: Path) -> None:
     assert without_timings(read_csv(run / "history.csv")) == without_timings(read_csv(simulated / "history.csv"))
 
 
-def test_answers_for_images_not_asked_and_simulating_unknown_labels_are_refused(
+def test_answers_not_asked_edited_initial_labels_and_simulating_unknown_labels_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lab = write_digits_folder(tmp_path / "lab", initial_labels=30)
@@ -152,7 +156,39 @@ def test_answers_for_images_not_asked_and_simulating_unknown_labels_are_refused(
         main([*human, f"--labels={answers}"])
     assert f"{answers} line 2: {stranger['file']} was not asked for in round 1" in capsys.readouterr().err
 
+    labels = (lab / "labels.csv").read_text()  # an initial label edited after the run started
+    (lab / "labels.csv").write_text(labels.replace(",0\n", ",6\n", 1))
+    with pytest.raises(SystemExit):
+        main(human)
+    assert "the labels of the initial images differ from the checkpoint's" in capsys.readouterr().err
+    (lab / "labels.csv").write_text(labels)
+
     with pytest.raises(SystemExit):  # the lab's folder with the simulated oracle: its labels are unknown
         main([*human, "--active.oracle=alvae_pl.oracles.SimulatedOracle", "--ckpt_path=null",
               "--trainer.logger.init_args.version=simulated"])  # fmt: skip
     assert "1227 pool images have no label, which a simulation cannot reveal" in capsys.readouterr().err
+
+
+def test_partial_answers_are_used_or_waited_for_and_sheets_are_paged(tmp_path: Path) -> None:
+    lab = write_digits_folder(tmp_path / "lab", initial_labels=30)
+    source = FolderSource(
+        str(lab / "images"), str(lab / "labels.csv"), str(lab / "val.csv"), val_images=str(lab / "val")
+    )
+    datamodule = ActiveDataModule(source)
+    asked = datamodule.pool.unlabeled[[5, 1, 9, 3, 7, 0]]  # picking order, not pool order
+    query = Query(round_index=1, positions=asked, scores=torch.arange(6.0, 0.0, -1.0))
+    use, wait = HumanOracle(partial="use", images_per_sheet=4), HumanOracle(partial="wait")
+
+    assert "6 of 6 images" in use.answer(query, datamodule, tmp_path)  # written now: nobody has answered yet
+    assert [p.name for p in sorted(tmp_path.glob("query_round_1*.png"))] == [
+        "query_round_1_1.png",
+        "query_round_1_2.png",
+    ]
+    _fill_in_place(tmp_path / "query_round_1.csv", lab / "answer_key.csv", count=3)
+
+    assert "3 of 6 images" in wait.answer(query, datamodule, tmp_path)
+    answers = use.answer(query, datamodule, tmp_path)
+    assert answers.positions.tolist() == asked[:3].tolist()
+    truth = {row["file"]: int(row["label"]) for row in read_csv(lab / "answer_key.csv")}
+    files = datamodule.pool_files
+    assert answers.targets.tolist() == [truth[files[p]] for p in asked[:3].tolist()]

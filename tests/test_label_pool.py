@@ -61,3 +61,18 @@ def test_state_round_trips_through_a_weights_only_checkpoint() -> None:
     mismatched = LabelPool(train_size=500, pool_size=200, initial_labels=20, pool_seed=4)
     with pytest.raises(ValueError, match="pool_seed"):
         mismatched.load_state_dict(state)
+    other_initial = LabelPool(train_size=500, pool_size=200, initial_labels=21, pool_seed=3)
+    with pytest.raises(ValueError, match="initial labels differ"):
+        other_initial.load_state_dict(state)
+
+
+def test_a_labs_initial_labels_are_the_given_positions_in_the_whole_pool() -> None:
+    pool = LabelPool(
+        train_size=50, pool_size=None, initial_labels=0, pool_seed=0, initial_positions=torch.tensor([9, 2])
+    )
+    assert pool.labeled.tolist() == [2, 9] and pool.labeled_rounds.tolist() == [0, 0]
+    assert torch.equal(pool.dataset_indices, torch.arange(50)) and pool.num_unlabeled == 48
+    with pytest.raises(ValueError, match="set data.pool_size: null"):
+        LabelPool(train_size=50, pool_size=20, initial_labels=0, pool_seed=0, initial_positions=torch.tensor([1]))
+    with pytest.raises(ValueError, match="label a few in the labels CSV"):
+        LabelPool(train_size=50, pool_size=None, initial_labels=0, pool_seed=0, initial_positions=torch.tensor([]))

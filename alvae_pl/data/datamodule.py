@@ -210,10 +210,20 @@ class ActiveDataModule(L.LightningDataModule):
             "pool": self.pool.state_dict(),
             "revealed_positions": self._revealed_positions.clone(),
             "revealed_targets": self._revealed_targets.clone(),
+            "initial_targets": self.pool_targets(self._initial_positions()),
         }
+
+    def _initial_positions(self) -> Tensor:
+        return self.pool.labeled[self.pool.labeled_rounds == 0]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pool.load_state_dict(state_dict["pool"])
+        saved = state_dict.get("initial_targets")  # absent from checkpoints of earlier releases
+        if saved is not None and not torch.equal(saved, self.pool_targets(self._initial_positions())):
+            raise ValueError(
+                "the labels of the initial images differ from the checkpoint's: a labels file edited after the run "
+                "started? Restore it, or start a new run in another folder"
+            )
         self._revealed_positions = torch.empty(0, dtype=torch.int64)
         self._revealed_targets = torch.empty(0, dtype=torch.int64)
         if len(state_dict.get("revealed_positions", ())):

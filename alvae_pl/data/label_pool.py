@@ -125,6 +125,12 @@ class LabelPool:
                 "the checkpoint's pool differs from this configuration's pool: resume with the same "
                 "data.source, data.pool_size and data.pool_seed as the run that wrote it"
             )
+        initial = self._order[self._rounds == 0].sort().values
+        if not torch.equal(state["labeled"][state["labeled_rounds"] == 0].sort().values, initial):
+            raise ValueError(
+                "the checkpoint's initial labels differ from this configuration's: resume with the same "
+                "data.initial_labels (or, for a folder of images, the same labels file) as the run that wrote it"
+            )
         self._is_labeled.zero_()
         self._is_labeled[state["labeled"]] = True
         self._order = state["labeled"].clone()

@@ -67,6 +67,22 @@ class AlvaeCLI(LightningCLI):
         for target in ("data.seed", "model.init_args.init_seed", "active.seed"):
             parser.link_arguments("seed_everything", target, _integer_seed, apply_on="parse")
 
+    def before_instantiate_classes(self) -> None:
+        """Fill in the Trainer settings the active-learning loop needs where the user left them unset.
+
+        A setting the user chose is never replaced: the loop checks the Trainer and refuses a conflicting one.
+        """
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is None or config["data"]["train_on"] != "labeled":
+            return
+        trainer = config["trainer"]
+        if trainer["reload_dataloaders_every_n_epochs"] == 0:  # Lightning's default: never rebuild
+            trainer["reload_dataloaders_every_n_epochs"] = 1
+        if not config["active"]["validate_every_epoch"]:
+            for key in ("limit_val_batches", "num_sanity_val_steps"):
+                if trainer[key] is None:
+                    trainer[key] = 0
+
     def before_fit(self) -> None:
         """Refuse to mix a new run into a run folder that holds one: nothing already written may change."""
         labels = self.config[self.subcommand].get("labels")

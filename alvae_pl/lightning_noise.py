@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import warnings
 
-#: Warnings that say nothing a user of this tool can act on: the active-learning loop sets ``max_epochs`` from its
-#: schedule, train metrics are logged once per epoch (so no logging interval is too long), the pytree notice
-#: is Lightning's own deprecation, and the modules in eval mode at the start of training are the frozen VAE
-#: encoder that learning loss + VAE carries inside the task model, on purpose.
+#: Warnings that say nothing a user of this tool can act on: the active-learning loop ends its run itself after
+#: the last round (Lightning's default ``max_epochs`` only has to leave room for it), train metrics are logged once
+#: per epoch (so no logging interval is too long), the pytree notice is Lightning's own deprecation, and the modules
+#: in eval mode at the start of training are the frozen VAE encoder that learning loss + VAE carries inside the
+#: task model, on purpose.
 QUIET_WARNINGS = (
     r"`max_epochs` was not set",
     r"The number of training batches \(\d+\) is smaller than the logging interval",

@@ -146,6 +146,11 @@ def run(args: argparse.Namespace, folder: Path) -> tuple[list[dict], float, floa
         precision=args.precision,
         logger=TensorBoardLogger(save_dir=str(folder), name="bench", version="run"),
         callbacks=[loop, checkpoint],
+        # What the loop needs from the Trainer (train.py fills these in): a fresh loader per epoch, no per-epoch
+        # validation (every round ends with its own evaluation).
+        reload_dataloaders_every_n_epochs=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
         enable_progress_bar=False,
         enable_model_summary=False,
     )

@@ -262,3 +262,34 @@ def test_a_heuristic_can_be_named_by_its_short_class_name(tmp_path: Path) -> Non
     )  # fmt: skip
     loop = next(c for c in cli.trainer.callbacks if isinstance(c, ActiveLearningLoop))
     assert type(loop.heuristic) is MedAL
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("--trainer.max_epochs=3", "trainer.max_epochs=3 stops the run before the schedule's 9 epochs"),
+        ("--trainer.reload_dataloaders_every_n_epochs=2", "reload_dataloaders_every_n_epochs=2: active learning"),
+        ("--trainer.limit_val_batches=1.0", "the Trainer validates every epoch but active.validate_every_epoch"),
+    ],
+)
+def test_trainer_settings_the_loop_cannot_run_under_are_refused_not_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, message: str
+) -> None:
+    # QUICK's schedule: 60 -> 120 -> 180 labels in 2 + 3 + 4 = 9 epochs (Lightning's default max_epochs leaves room).
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", "configs/digits_random.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
+              *QUICK, setting])  # fmt: skip
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and message in error
+    assert not list(tmp_path.rglob("*.csv"))  # refused before anything was written
+
+
+def test_what_the_loop_needs_is_filled_in_where_the_user_left_it_unset(tmp_path: Path) -> None:
+    cli = main(["fit", "--config", "configs/digits_random.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                *QUICK, "--active.max_labels=60"], run=False)  # fmt: skip
+    trainer = cli.trainer
+    assert trainer.reload_dataloaders_every_n_epochs == 1
+    assert trainer.limit_val_batches == 0 and trainer.num_sanity_val_steps == 0
+    validating = main(["fit", "--config", "configs/digits_random.yaml", "--active.validate_every_epoch=true",
+                       f"--trainer.logger.init_args.save_dir={tmp_path}"], run=False)  # fmt: skip
+    assert validating.trainer.limit_val_batches == 1.0

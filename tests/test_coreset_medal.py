@@ -19,6 +19,7 @@ from alvae_pl.acquisition.coreset import CoreSet, choose_algorithm, k_center_gre
 from alvae_pl.acquisition.feature_space import FeatureSpace, prepare_points
 from alvae_pl.acquisition.medal import MedAL, greedy_mean_distance
 from alvae_pl.data.image_data import ImageData, ImageSplit
+from alvae_pl.models.vae_features import VAEFeatures
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -301,6 +302,11 @@ def fake_outputs(n: int, seed: int) -> dict[str, torch.Tensor]:
     }
 
 
+def vae_space(alpha: float = 1.0, normalize: bool = False, task_weight: float = 1.0) -> FeatureSpace:
+    """A feature space with VAE features of an (unread) checkpoint: ``combine`` needs only the settings."""
+    return FeatureSpace(VAEFeatures("vae.ckpt", alpha=alpha, normalize=normalize), task_weight=task_weight)
+
+
 def hand_made_features(
     candidates: dict, labeled: dict, alpha: float, normalize: bool, vae: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -319,9 +325,10 @@ def hand_made_features(
 @pytest.mark.parametrize(("vae", "alpha"), [(False, 1.0), (True, 1.0), (True, 0.3), (True, 25.0)])
 def test_combine_concatenates_task_and_scaled_vae_features(vae, alpha, normalize):
     candidates, labeled = fake_outputs(50, seed=0), fake_outputs(20, seed=1)
-    space = FeatureSpace(vae_checkpoint="vae.ckpt" if vae else None, alpha=alpha, normalize=normalize)
+    space = vae_space(alpha, normalize) if vae else FeatureSpace()
     points, labeled_points = space.combine(candidates, labeled)
-    expected_points, expected_labeled = hand_made_features(candidates, labeled, alpha, normalize, vae)
+    # Normalisation is a setting of the VAE features: the task features alone are never rescaled.
+    expected_points, expected_labeled = hand_made_features(candidates, labeled, alpha, normalize and vae, vae)
     assert points.dtype == torch.float32
     np.testing.assert_allclose(points.numpy(), expected_points, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(labeled_points.numpy(), expected_labeled, rtol=1e-5, atol=1e-6)
@@ -331,7 +338,7 @@ def test_normalize_makes_alpha_independent_of_feature_scale():
     candidates, labeled = fake_outputs(50, seed=0), fake_outputs(20, seed=1)
     rescaled = {key: value * 1000 if key == "vae" else value for key, value in candidates.items()}
     rescaled_labeled = {key: value * 1000 if key == "vae" else value for key, value in labeled.items()}
-    space = FeatureSpace(vae_checkpoint="vae.ckpt", alpha=0.5, normalize=True)
+    space = vae_space(alpha=0.5, normalize=True)
     torch.testing.assert_close(space.combine(candidates, labeled), space.combine(rescaled, rescaled_labeled))
 
 
@@ -339,7 +346,7 @@ def test_normalize_makes_alpha_independent_of_feature_scale():
 @pytest.mark.parametrize("heuristic_class", [CoreSet, MedAL])
 def test_heuristic_select_equals_brute_force_on_vae_augmented_features(heuristic_class, normalize):
     candidates, labeled = fake_outputs(400, seed=2), fake_outputs(60, seed=3)
-    space = FeatureSpace(vae_checkpoint="vae.ckpt", alpha=3.0, normalize=normalize)
+    space = vae_space(alpha=3.0, normalize=normalize)
     heuristic = heuristic_class(features=space, chunk_size=50)
     assert heuristic.uses_labeled
     selection = heuristic.select(candidates, labeled, 30, torch.Generator().manual_seed(0))
@@ -361,16 +368,14 @@ def test_heuristic_select_with_an_empty_labeled_set(heuristic_class):
 
 
 def test_combine_rejects_outputs_it_cannot_use():
-    space = FeatureSpace(vae_checkpoint="vae.ckpt")
+    space = vae_space()
     outputs = fake_outputs(10, seed=0)
     with pytest.raises(ValueError, match="candidate outputs lack 'vae'"):
         space.combine({"task": outputs["task"]}, {})
     with pytest.raises(ValueError, match="'task' features are 12-d for candidates but 3-d labeled"):
         space.combine(outputs, {"task": torch.ones(2, 3), "vae": torch.ones(2, 4)})
     with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
-        FeatureSpace(vae_checkpoint="vae.ckpt", alpha=-1.0)
-    with pytest.warns(UserWarning, match="no effect without a vae_checkpoint"):
-        FeatureSpace(alpha=2.0)
+        VAEFeatures("vae.ckpt", alpha=-1.0)
 
 
 class FakeOutputs(NamedTuple):
@@ -386,6 +391,8 @@ class FakeTaskModel:
 
 
 class FakeVAE:
+    num_channels, image_size, latent_dim = 3, 16, 6
+
     def encode_mean(self, images: torch.Tensor) -> torch.Tensor:
         return images.float().mean(dim=(1, 2, 3))[:, None].repeat(1, 6)
 
@@ -400,17 +407,21 @@ def tiny_data(channels: int, size: int) -> ImageData:
 def test_setup_loads_the_vae_for_the_data_shape_and_embed_returns_both_blocks(monkeypatch):
     calls = []
 
-    def fake_load(path: str, num_channels: int, image_size: int, device: torch.device) -> FakeVAE:
-        calls.append((path, num_channels, image_size, device))
+    def fake_load(path: str, num_channels: int, image_size: int) -> FakeVAE:
+        calls.append((path, num_channels, image_size))
         return FakeVAE()
 
-    monkeypatch.setattr("alvae_pl.models.vae.load_vae_encoder", fake_load)
-    space = FeatureSpace(vae_checkpoint="runs/vae.ckpt", alpha=2.0)
+    monkeypatch.setattr("alvae_pl.models.vae_features.load_vae_encoder", fake_load)
+    space = FeatureSpace(VAEFeatures("runs/vae.ckpt", alpha=2.0))
     images = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8)
-    with pytest.raises(RuntimeError, match="setup"):
+    with pytest.raises(RuntimeError, match="must be called first"):
         space.embed(FakeTaskModel(), images)
     space.setup(tiny_data(3, 16), torch.device("cpu"))
-    assert calls == [("runs/vae.ckpt", 3, 16, torch.device("cpu"))]
+    assert calls == [("runs/vae.ckpt", 3, 16)]
+    space.setup(tiny_data(3, 16), torch.device("cpu"))  # read once, however often set up
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="encodes 3-channel 16x16 images; the data's are 1-channel 16x16"):
+        space.setup(tiny_data(1, 16), torch.device("cpu"))
     outputs = CoreSet(features=space).embed(FakeTaskModel(), images)
     assert {key: list(value.shape) for key, value in outputs.items()} == {"task": [5, 512], "vae": [5, 6]}
     # Without a checkpoint nothing is loaded and only the task block is produced.
@@ -453,7 +464,7 @@ def test_selection_memory_stays_far_below_pairwise_matrices():
 @pytest.mark.parametrize("heuristic_class", [CoreSet, MedAL])
 def test_task_weight_zero_selects_on_the_vae_features_alone(heuristic_class, normalize):
     candidates, labeled = fake_outputs(400, seed=2), fake_outputs(60, seed=3)
-    space = FeatureSpace(vae_checkpoint="vae.ckpt", alpha=2.0, normalize=normalize, task_weight=0.0)
+    space = vae_space(alpha=2.0, normalize=normalize, task_weight=0.0)
     without_task = ({"vae": candidates["vae"]}, {"vae": labeled["vae"]})
     points, labeled_points = space.combine(*without_task)  # the task block is neither needed nor used
     assert points.shape == candidates["vae"].shape
@@ -466,7 +477,7 @@ def test_task_weight_zero_selects_on_the_vae_features_alone(heuristic_class, nor
 
 
 def test_task_weight_is_checked():
-    with pytest.raises(ValueError, match="task_weight 0 leaves no features: name a vae_checkpoint"):
+    with pytest.raises(ValueError, match="task_weight 0 leaves no features: give the feature space a vae"):
         FeatureSpace(task_weight=0.0)
     with pytest.raises(ValueError, match="task_weight must be a finite number >= 0"):
-        FeatureSpace(vae_checkpoint="vae.ckpt", task_weight=-1.0)
+        vae_space(task_weight=-1.0)

@@ -28,6 +28,7 @@ from alvae_pl.analysis.runner import (
     task_run_state,
     vae_run_state,
 )
+from alvae_pl.run_status import RUN_STATUS_FILE, write_run_status
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,8 +37,10 @@ LABELS = [100, 200, 300]
 
 # --------------------------------------------------------------------------------------------- fixtures
 def write_history(folder: Path, values: Sequence[float], finished: bool = True, labels: Sequence[int] = LABELS) -> None:
-    """A ``history.csv`` as the loop writes it: only a finished run's last row has no acquisition time."""
+    """A ``history.csv`` and ``run_status.json`` as the loop writes them: only a finished run's last row has no
+    acquisition time, and only its status says ``finished``."""
     folder.mkdir(parents=True, exist_ok=True)
+    write_run_status(folder, "finished" if finished else "training")
     with (folder / "history.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
         writer.writeheader()
@@ -68,6 +71,10 @@ def write_vae_checkpoint(folder: Path, epochs_done: int, max_epochs: int) -> Non
     loops = {"fit_loop": {"epoch_progress": progress}}
     checkpoint = {"epoch": epochs_done - 1, "global_step": 10 * epochs_done, "loops": loops}
     torch.save(checkpoint, folder / "checkpoints" / "last.ckpt")
+    if epochs_done >= max_epochs:  # what the loop writes when a run without rounds ends normally
+        write_run_status(folder, "finished", epochs=epochs_done)
+    else:
+        (folder / RUN_STATUS_FILE).unlink(missing_ok=True)
 
 
 def make_experiment(tmp_path: Path, with_vae: bool = True, **changes: object) -> Path:
@@ -79,7 +86,7 @@ def make_experiment(tmp_path: Path, with_vae: bool = True, **changes: object) ->
     (configs / "base.yaml").write_text("active:\n  heuristic:\n    class_path: CoreSet\n")
     (configs / "base_vae.yaml").write_text(
         "active:\n  heuristic:\n    class_path: CoreSet\n    init_args:\n"
-        f"      features: {{vae_checkpoint: {vae_checkpoint}, alpha: 1.0}}\n"
+        f"      features: {{vae: {{checkpoint: {vae_checkpoint}, alpha: 1.0}}}}\n"
     )
     (configs / "vae.yaml").write_text(
         "trainer:\n  max_epochs: 2\n  logger:\n    class_path: lightning.pytorch.loggers.TensorBoardLogger\n"
@@ -99,6 +106,12 @@ def make_experiment(tmp_path: Path, with_vae: bool = True, **changes: object) ->
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(content, sort_keys=False))
     return path
+
+
+def unfinish(folder: Path) -> None:
+    """Takes away what says a run finished: as if it had been killed before its last round."""
+    (folder / "history.csv").unlink()
+    (folder / RUN_STATUS_FILE).unlink()
 
 
 def argument(command: Sequence[str], key: str) -> str | None:
@@ -158,7 +171,7 @@ def test_jobs_are_variant_major_and_selected_by_index_variant_or_seed(tmp_path: 
         select_jobs(experiment, variants=["base"], index=0)
 
 
-def test_run_state_comes_from_history_and_checkpoint(tmp_path: Path) -> None:
+def test_run_state_comes_from_the_run_status_and_checkpoint(tmp_path: Path) -> None:
     finished, partial, resumable, empty = (tmp_path / name for name in ("finished", "partial", "resumable", "empty"))
     write_history(finished, [0.5, 0.6, 0.7])
     write_history(partial, [0.5, 0.6], finished=False)
@@ -221,7 +234,7 @@ def test_vae_is_trained_once_and_only_for_variants_that_read_it(tmp_path: Path) 
     assert not any("--ckpt_path" in command for commands in fake.commands for command in commands)  # all fresh
 
     for folder in (experiment.run_folder("base_vae", 0), experiment.run_folder("base_vae", 1)):
-        (folder / "history.csv").unlink()
+        unfinish(folder)
     fake = FakeTrain()
     run_experiment(experiment, select_jobs(experiment), launcher=["fake"], log=print, runner=fake)
     assert run_commands(fake) == ["base_vae/seed_0", "base_vae/seed_1"]  # finished VAE: not retrained
@@ -232,7 +245,7 @@ def test_vae_is_trained_once_and_only_for_variants_that_read_it(tmp_path: Path) 
     fake = FakeTrain()
     run_experiment(experiment, select_jobs(experiment, index=2), launcher=["fake"], log=lines.append, runner=fake)
     assert run_commands(fake) == []  # a finished job needs no VAE
-    (experiment.run_folder("base_vae", 0) / "history.csv").unlink()
+    unfinish(experiment.run_folder("base_vae", 0))
     with pytest.raises(ValueError, match="experiment.py vae --config"):  # array tasks must not train it side by side
         run_experiment(
             experiment, select_jobs(experiment, index=2), train_vae=False, launcher=["fake"], log=print, runner=fake
@@ -372,11 +385,13 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(
             assert heuristic["class_path"].rsplit(".", 1)[-1] == expected, (path, variant.name)
             features = (heuristic.get("init_args") or {}).get("features") or {}  # None: the task features alone
             features = features.get("init_args", features)
+            vae = features.get("vae") or {}
+            checkpoint = vae.get("init_args", vae).get("checkpoint")
             if variant.name.endswith("_vae_only"):
-                assert features["task_weight"] == 0.0 and features["vae_checkpoint"]
+                assert features["task_weight"] == 0.0 and checkpoint
             elif expected in ("CoreSet", "MedAL"):
                 assert features.get("task_weight", 1.0) == 1.0
-                assert bool(features.get("vae_checkpoint")) == variant.name.endswith("_vae"), (path, variant.name)
+                assert bool(checkpoint) == variant.name.endswith("_vae"), (path, variant.name)
             assert (config["model"]["init_args"]["dropout"] > 0) == (expected == "BALD"), (path, variant.name)
 
 

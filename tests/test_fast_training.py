@@ -24,6 +24,7 @@ from alvae_pl.models.compiled_forward import CompiledForward
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.models.train_metrics import EpochTrainMetrics
 from alvae_pl.models.vae import VAE
+from alvae_pl.models.vae_features import VAEFeatures
 
 # aot_eager traces the step into a graph and runs it without generating code: the compiled path's plumbing
 # (full batches compiled, the partial one eager, resets, resume) at CPU speed.
@@ -196,7 +197,8 @@ def test_bf16_mixed_trains_evaluates_and_embeds_with_vae_features_and_loss_predi
     vae_trainer.save_checkpoint(vae_checkpoint)
 
     # Training: the task loss and the loss-prediction head fed with alpha * V(u), under bf16 autocast.
-    model = TaskModel(num_classes=3, num_channels=1, loss_prediction=True, vae_checkpoint=str(vae_checkpoint))
+    vae = VAEFeatures(str(vae_checkpoint))  # one object for both consumers of eq. 6
+    model = TaskModel(num_classes=3, num_channels=1, loss_prediction=True, vae=vae)
     trainer = L.Trainer(precision="bf16-mixed", max_steps=2, **quiet)
     trainer.fit(model, DataLoader(TensorDataset(images, targets), batch_size=4))
     assert set(model.train_epoch_metrics()) == {"train/loss", "train/accuracy", "train/loss_prediction"}
@@ -204,7 +206,7 @@ def test_bf16_mixed_trains_evaluates_and_embeds_with_vae_features_and_loss_predi
 
     # Evaluation and acquisition passes run in the trainer's precision and hand float32 to metrics and selections.
     split = ImageSplit(images, targets)
-    features = FeatureSpace(str(vae_checkpoint))
+    features = FeatureSpace(vae)
     features.setup(ImageData(split, split, split, "multiclass", ("a", "b", "c")), model.device)
     with trainer.precision_plugin.forward_context(), torch.inference_mode():
         assert model(images).dtype == torch.bfloat16  # autocast is on in that context

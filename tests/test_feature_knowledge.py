@@ -57,6 +57,6 @@ def test_features_command_refuses_a_checkpoint_without_its_run_in_one_line(tmp_p
 
 
 def test_core_set_runs_on_the_mixture_vae_features(mixture_vae: Path, tmp_path: Path) -> None:
-    vae = f"--active.heuristic.init_args.features.vae_checkpoint={mixture_vae}"
+    vae = f"--active.heuristic.init_args.features.vae.checkpoint={mixture_vae}"
     _, picked = first_acquisition(tmp_path, "digits_coreset_vae.yaml", vae)
     assert len(picked) == 60 and picked == sorted(picked, reverse=True) and picked[-1] > 0

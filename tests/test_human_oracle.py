@@ -17,6 +17,7 @@ from alvae_pl.data.digits_folder import FINDINGS, write_digits_folder
 from alvae_pl.data.sources import FolderSource
 from alvae_pl.oracles import HumanOracle, Query
 from alvae_pl.oracles.answer_key import answer_from_key
+from alvae_pl.run_status import read_run_status
 
 # Three rounds (30 -> 60 -> 90 labels), one epoch each: two queries for the expert.
 SHORT = [
@@ -94,6 +95,7 @@ def test_expert_answers_reproduce_the_simulation_and_mistakes_change_nothing(
         assert sheet.width > 10 * 28 and sheet.height > 3 * 28  # 30 tiles, 10 per row
     history = read_csv(run / "history.csv")
     assert [row["labels"] for row in history] == ["30"]
+    assert read_run_status(run) == "waiting_for_labels"
 
     # A wrong class name: a one-line error, and not a byte of the run changes.
     _fill_in_place(query, key, wrong_class_at=4)
@@ -120,6 +122,7 @@ def test_expert_answers_reproduce_the_simulation_and_mistakes_change_nothing(
     assert read_csv(run / "labeled.csv") == read_csv(simulated / "labeled.csv")
     assert without_timings(read_csv(run / "history.csv")) == without_timings(read_csv(simulated / "history.csv"))
     assert [row["labels"] for row in read_csv(run / "history.csv")] == ["30", "60", "90"]
+    assert read_run_status(run) == read_run_status(simulated) == "finished"
 
 
 @pytest.mark.slow

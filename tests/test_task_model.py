@@ -13,6 +13,7 @@ from torchvision.models import resnet18
 from alvae_pl.models.backbone import imagenet_weights_path
 from alvae_pl.models.metrics import compute_metrics
 from alvae_pl.models.task_model import TaskModel
+from alvae_pl.models.vae_features import VAEFeatures
 
 
 def test_multilabel_metrics_equal_medmnist_evaluator() -> None:
@@ -136,7 +137,8 @@ def test_recomputed_batch_norm_statistics_are_those_of_the_given_images_and_spar
     vae_trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     vae_trainer.fit(VAE(), DataLoader(TensorDataset(images, torch.zeros(12)), batch_size=12))
     vae_trainer.save_checkpoint(tmp_path / "vae.ckpt")
-    model = TaskModel(num_classes=3, num_channels=1, loss_prediction=True, vae_checkpoint=str(tmp_path / "vae.ckpt"))
+    vae = VAEFeatures(str(tmp_path / "vae.ckpt"))
+    model = TaskModel(num_classes=3, num_channels=1, loss_prediction=True, vae=vae)
     model.eval()
     vae_state = {name: value.clone() for name, value in model.vae.state_dict().items()}
 

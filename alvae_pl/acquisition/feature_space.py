@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from alvae_pl.models.vae_features import VAEFeatures
+
 if TYPE_CHECKING:
     from alvae_pl.data.image_data import ImageData
     from alvae_pl.models.task_model import TaskModel
-    from alvae_pl.models.vae import VAE
 
 #: Output names of :meth:`FeatureSpace.embed`.
 TASK_KEY = "task"
@@ -20,58 +20,46 @@ VAE_KEY = "vae"
 
 
 class FeatureSpace:
-    """Task-model features, alone or concatenated with a frozen VAE encoder's posterior mean.
+    """Task-model features, alone or concatenated with the task-agnostic VAE features (eq. 6).
 
-    A point ``u`` is represented by ``[T_f(u), alpha * V(u)]`` (eq. 6), where ``T_f(u)`` is the task model's
-    512-d penultimate embedding and ``V(u)`` the VAE's mean vector. Without a VAE checkpoint it is ``T_f(u)``
-    alone (eq. 1 and 2). ``task_weight`` scales the task block: ``task_weight: 0`` measures in the VAE space
-    alone, ``[0 * T_f(u), V(u)]``, to isolate what the task-agnostic features contribute.
+    A point ``u`` is represented by ``[T_f(u), alpha * V(u)]``, where ``T_f(u)`` is the task model's 512-d
+    penultimate embedding and ``V(u)`` the VAE's posterior mean (:class:`~alvae_pl.models.vae_features.VAEFeatures`,
+    which also holds ``alpha`` and whether the blocks are normalised). Without ``vae`` it is ``T_f(u)`` alone
+    (eqs. 1 and 2). ``task_weight`` scales the task block: ``task_weight: 0`` measures in the VAE space alone,
+    ``[0 * T_f(u), V(u)]``, to isolate what the task-agnostic features contribute.
 
     Args:
-        vae_checkpoint: a VAE checkpoint written by ``python train.py fit --config configs/vae_<data>.yaml``;
-            ``None`` for task features only.
-        alpha: weight of the VAE block. Without ``normalize`` the two blocks keep their own scales, as in the
-            paper, so a given alpha weighs the VAE differently on every data set and every round.
-        normalize: divide each block by its mean L2 norm over all embedded rows (candidates and labeled set)
-            before applying alpha, so that ``alpha = 1`` gives the two blocks equal typical lengths.
+        vae: the VAE features (``None``: task features only).
         task_weight: weight of the task block (1: the paper's). 0 leaves the task features out altogether (they
-            are then not even computed) and needs a ``vae_checkpoint``.
+            are then not even computed) and needs ``vae``.
+
+    Example YAML::
+
+        features:
+          vae: {checkpoint: lightning_logs/vae_digits/seed_0/checkpoints/last.ckpt, alpha: 1.0, normalize: true}
     """
 
-    def __init__(
-        self,
-        vae_checkpoint: str | None = None,
-        alpha: float = 1.0,
-        normalize: bool = False,
-        task_weight: float = 1.0,
-    ) -> None:
-        for name, value in (("alpha", alpha), ("task_weight", task_weight)):
-            if not value >= 0 or value == float("inf"):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if task_weight == 0 and vae_checkpoint is None:
-            raise ValueError("task_weight 0 leaves no features: name a vae_checkpoint, or raise task_weight")
-        if vae_checkpoint is None and alpha != 1.0:
-            warnings.warn(
-                f"alpha={alpha} has no effect without a vae_checkpoint: only task features are used", stacklevel=2
-            )
-        self.vae_checkpoint = vae_checkpoint
-        self.alpha = alpha
-        self.normalize = normalize
+    def __init__(self, vae: VAEFeatures | None = None, task_weight: float = 1.0) -> None:
+        if not task_weight >= 0 or task_weight == float("inf"):
+            raise ValueError(f"task_weight must be a finite number >= 0, got {task_weight}")
+        if task_weight == 0 and vae is None:
+            raise ValueError("task_weight 0 leaves no features: give the feature space a vae, or raise task_weight")
+        self.vae = vae
         self.task_weight = task_weight
-        self._vae: VAE | None = None
 
     @property
     def uses_vae(self) -> bool:
-        return self.vae_checkpoint is not None
+        return self.vae is not None
+
+    @property
+    def normalize(self) -> bool:
+        """Whether each block is divided by its mean norm before weighting (a setting of the VAE features)."""
+        return self.vae is not None and self.vae.normalize
 
     def setup(self, data: ImageData, device: torch.device) -> None:
-        """Loads the frozen VAE encoder, if a checkpoint is named, checking it was trained on this data's shape."""
-        if not self.uses_vae:
-            return
-        # Imported here so that task-only feature spaces never pull in the VAE module.
-        from alvae_pl.models.vae import load_vae_encoder
-
-        self._vae = load_vae_encoder(self.vae_checkpoint, data.num_channels, data.image_size, device)
+        """Loads the VAE encoder, if any, checking it was trained on this data's shape."""
+        if self.vae is not None:
+            self.vae.load(data.num_channels, data.image_size, device)
 
     def embed(self, model: TaskModel, images: Tensor) -> dict[str, Tensor]:
         """Features of a batch.
@@ -85,10 +73,8 @@ class FeatureSpace:
             a VAE.
         """
         outputs = {TASK_KEY: model.forward_features(images).embedding.float()} if self.task_weight else {}
-        if self.uses_vae:
-            if self._vae is None:
-                raise RuntimeError("FeatureSpace.setup(data, device) must be called before embed: it loads the VAE")
-            outputs[VAE_KEY] = self._vae.encode_mean(images).float()
+        if self.vae is not None:
+            outputs[VAE_KEY] = self.vae(images)
         return outputs
 
     def combine(self, candidates: dict[str, Tensor], labeled: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -104,8 +90,8 @@ class FeatureSpace:
             alone with ``task_weight`` 0), on the candidates' device.
         """
         weights = {TASK_KEY: self.task_weight} if self.task_weight else {}
-        if self.uses_vae:
-            weights[VAE_KEY] = self.alpha
+        if self.vae is not None:
+            weights[VAE_KEY] = self.vae.alpha
         for key in weights:
             if key not in candidates:
                 raise ValueError(

@@ -12,7 +12,7 @@ from alvae_pl.models.task_model import TaskModel
 class LearningLoss(Heuristic):
     """Ranks unlabeled images by the task model's loss-prediction head (``model.loss_prediction: true``).
 
-    With VAE features in the head (``model.vae_checkpoint``), this is the paper's VAE-augmented loss prediction;
+    With VAE features in the head (``model.init_args.vae``), this is the paper's VAE-augmented loss prediction;
     the heuristic itself does not change.
 
     Args:

@@ -1,4 +1,9 @@
-"""Analysis of active-learning experiments: loading histories, paired statistics, curves and t-SNE figures.
+"""Analysis of active-learning experiments: three programs behind ``experiment.py`` and what they share.
+
+- the multi-seed runner (``runner``, ``experiment_cli``): one ``train.py`` run per (variant, seed), skipped when
+  its ``run_status.json`` says finished, resumed when interrupted;
+- the report (``history``, ``statistics``, ``curves``, ``report``): mean curves, areas, paired tests;
+- the pictures and measures of feature spaces (``tsne_selection``, ``tsne_figure``, ``feature_knowledge``).
 
 Names are imported on first use (PEP 562) so that importing a sibling module, e.g. the experiment runner,
 does not pay for scipy, matplotlib and scikit-learn.

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsne.add_argument("--vae", required=True, help="VAE checkpoint trained on the same data")
     tsne.add_argument("--fraction", type=float, default=0.05, help="share of the unlabeled pool to select from (0.05)")
     tsne.add_argument("--select", type=int, default=100, help="points each selection picks (100)")
-    tsne.add_argument("--alpha", type=float, default=1.0, help="weight of the VAE features, eq. 6 (1.0)")
+    tsne.add_argument("--vae-alpha", type=float, default=1.0, help="weight of the VAE features, eq. 6 (1.0)")
     tsne.add_argument(
         "--normalize", action="store_true", help="scale task and VAE blocks to unit mean norm first (paper: no)"
     )
@@ -175,7 +175,7 @@ def _tsne(args: argparse.Namespace) -> None:
         args.vae,
         fraction=args.fraction,
         select=args.select,
-        alpha=args.alpha,
+        alpha=args.vae_alpha,
         normalize=args.normalize,
         seed=args.seed,
         out=args.out,

@@ -143,7 +143,7 @@ def report_knowledge(
         spaces[name] = _embed(lambda images: model.forward_features(images).embedding, test.images)
         targets = test.targets.numpy()
     if vae is not None:
-        from alvae_pl.models.vae import load_vae_encoder
+        from alvae_pl.models.vae_features import VAEFeatures
 
         vae = Path(vae)
         config = vae.parent.parent / "config.yaml"
@@ -153,9 +153,9 @@ def report_knowledge(
         test = datamodule.data.test
         if targets is not None and not np.array_equal(test.targets.numpy(), targets):
             raise ValueError(f"the VAE at {vae} was trained on other data than the run {run}: pass a matching pair")
-        encoder = load_vae_encoder(str(vae), datamodule.num_channels, datamodule.image_size)
-        prior = "mixture prior" if encoder.prior is not None else "Gaussian prior"
-        spaces[f"VAE V(u), {prior} ({vae.parent.parent.parent.name})"] = _embed(encoder.encode_mean, test.images)
+        features = VAEFeatures(str(vae)).load(datamodule.num_channels, datamodule.image_size)
+        prior = "mixture prior" if features.encoder.prior is not None else "Gaussian prior"
+        spaces[f"VAE V(u), {prior} ({vae.parent.parent.parent.name})"] = _embed(features, test.images)
         targets = test.targets.numpy()
     rows = [measure(name, features, targets, seed) for name, features in spaces.items()]
     folder = Path(out) if out is not None else (vae.parent.parent if vae is not None else Path(run))

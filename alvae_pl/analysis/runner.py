@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 import yaml
 
+from alvae_pl.run_status import read_run_status
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPOSITORY / "train.py"
 #: Lines of a failed run's output quoted in the error.
@@ -62,8 +64,6 @@ _EXPERIMENT_KEYS = {"name", "root", "seeds", "baseline", "vae", "variants", "ove
 _REQUIRED_KEYS = ("name", "seeds", "baseline", "variants")
 # CLI defaults of the logger (alvae_pl.cli.AlvaeCLI), used when a VAE config leaves them out.
 _LOGGER_DEFAULTS = {"save_dir": "lightning_logs", "name": "default", "version": "run"}
-# Lightning's own default when a config sets neither max_epochs nor max_steps.
-_LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
 
 
 class RunFailed(RuntimeError):
@@ -79,7 +79,8 @@ class Variant:
         name: folder name under the experiment, e.g. ``coreset_vae``.
         configs: the ``train.py`` YAML files, merged in order (``--config a.yaml --config b.yaml``): a full config,
             then overlays such as ``configs/heuristics/bald.yaml``.
-        vae_checkpoints: every non-null ``vae_checkpoint`` the YAML files name (empty: the variant needs no VAE).
+        vae_checkpoints: the VAE checkpoint the YAML files name (``vae: {checkpoint}``; the last file's wins),
+            empty when the variant needs no VAE.
     """
 
     name: str
@@ -169,6 +170,15 @@ def find_values(tree: Any, key: str) -> Iterator[Any]:
     elif isinstance(tree, list):
         for item in tree:
             yield from find_values(item, key)
+
+
+def vae_checkpoints(tree: Any) -> Iterator[Any]:
+    """The ``checkpoint`` of every VAE-features setting (``vae: {checkpoint: ...}``, or with ``init_args``) in a
+    parsed ``train.py`` config."""
+    for value in find_values(tree, "vae"):
+        if isinstance(value, dict):
+            settings = value.get("init_args", value)
+            yield settings.get("checkpoint") if isinstance(settings, dict) else None
 
 
 def override_value(overrides: Sequence[str], key: str) -> str | None:
@@ -269,7 +279,7 @@ def read_experiment(path: str | Path) -> Experiment:
                     f"{source}: variant {variant!r}: config {config_path} does not exist "
                     "(paths start from the working directory)"
                 )
-        named = [find_values(_read_yaml(path, "variant config"), "vae_checkpoint") for path in config_paths]
+        named = [vae_checkpoints(_read_yaml(path, "variant config")) for path in config_paths]
         # A later file overrides an earlier one's checkpoint: keep the last non-null value only.
         values = [str(v) for found in named for v in found if v is not None]
         variants[variant] = Variant(variant, config_paths, tuple(values[-1:]))
@@ -355,46 +365,19 @@ def select_jobs(
     return [job for job in jobs if (not variants or job.variant.name in variants) and (not seeds or job.seed in seeds)]
 
 
-def history_finished(path: Path) -> bool:
-    """Whether a ``history.csv`` records a finished run: its last row has an empty ``acquisition_seconds``.
-
-    (Every round but the last acquires new labels and records how long that took.)
-    """
-    if not path.is_file():
-        return False
-    with path.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if any((cell or "").strip() for cell in row.values())]
-    if not rows or "acquisition_seconds" not in rows[-1]:
-        return False
-    return (rows[-1]["acquisition_seconds"] or "").strip() == ""
-
-
 def task_run_state(folder: Path) -> RunState:
-    """``finished`` (history says so), ``resume`` (a ``last.ckpt`` to resume from) or ``start``."""
-    if history_finished(folder / "history.csv"):
+    """``finished`` (the run's ``run_status.json`` says so), ``resume`` (a ``last.ckpt`` to resume from) or
+    ``start``."""
+    if read_run_status(folder) == "finished":
         return "finished"
     return "resume" if (folder / "checkpoints" / "last.ckpt").is_file() else "start"
 
 
 def vae_run_state(vae: VaeRun) -> RunState:
-    """``finished`` once the last checkpoint has completed the epochs its run's saved ``config.yaml`` asks for."""
-    if not vae.checkpoint.is_file():
-        return "start"
-    saved = vae.folder / "config.yaml"
-    if not saved.is_file():
-        return "resume"
-    trainer = yaml.safe_load(saved.read_text()).get("trainer") or {}
-    import torch  # only here: listing and planning jobs must not pay for it
-
-    checkpoint = torch.load(vae.checkpoint, map_location="cpu", weights_only=True)
-    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("total", {})
-    epochs_done = int(progress.get("processed", checkpoint.get("epoch", -1) + 1))
-    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
-    if max_epochs is None and max_steps not in (None, -1):
-        return "finished" if int(checkpoint.get("global_step", 0)) >= int(max_steps) else "resume"
-    if max_epochs is None or max_epochs == -1:
-        max_epochs = _LIGHTNING_DEFAULT_MAX_EPOCHS
-    return "finished" if epochs_done >= int(max_epochs) else "resume"
+    """The same for the experiment's VAE run, whose folder the VAE config's logger names."""
+    if read_run_status(vae.folder) == "finished":
+        return "finished"
+    return "resume" if vae.checkpoint.is_file() else "start"
 
 
 def task_command(experiment: Experiment, job: Job, launcher: Sequence[str]) -> list[str]:

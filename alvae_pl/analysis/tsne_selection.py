@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from alvae_pl.acquisition.coreset import k_center_greedy
-from alvae_pl.acquisition.feature_space import TASK_KEY, VAE_KEY, FeatureSpace
+from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.analysis.curves import figure_to_tensorboard
 from alvae_pl.analysis.tsne_figure import (
     ROLE_LABELED,
@@ -40,7 +40,7 @@ from alvae_pl.analysis.tsne_figure import (
 from alvae_pl.atomic_files import write_csv
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.models.task_model import TaskModel
-from alvae_pl.models.vae import load_vae_encoder
+from alvae_pl.models.vae_features import VAEFeatures
 
 #: Callback state key prefix of the active-learning loop in a Lightning checkpoint.
 LOOP_STATE_KEY = "ActiveLearningLoop"
@@ -148,14 +148,15 @@ def load_finished_run(run: str | Path) -> tuple[TaskModel, ActiveDataModule]:
 
 @torch.no_grad()
 def embed(
-    model: TaskModel, vae: torch.nn.Module, datamodule: ActiveDataModule, positions: Tensor, device: torch.device
+    model: TaskModel, space: FeatureSpace, datamodule: ActiveDataModule, positions: Tensor, device: torch.device
 ) -> dict[str, Tensor]:
-    """Task and VAE features of pool ``positions`` ``[n]``: ``{"task": [n, 512], "vae": [n, latent]}``, on the CPU."""
-    outputs: dict[str, list[Tensor]] = {TASK_KEY: [], VAE_KEY: []}
+    """``space``'s features of pool ``positions`` ``[n]`` (``{"task": [n, 512], "vae": [n, latent]}`` for a space
+    with VAE features), on the CPU."""
+    outputs: dict[str, list[Tensor]] = {}
     for start in range(0, len(positions), datamodule.eval_batch_size):
         images = datamodule.pool_images(positions[start : start + datamodule.eval_batch_size]).to(device)
-        outputs[TASK_KEY].append(model.forward_features(images).embedding.float().cpu())
-        outputs[VAE_KEY].append(vae.encode_mean(images).float().cpu())
+        for key, value in space.embed(model, images).items():
+            outputs.setdefault(key, []).append(value.cpu())
     return {key: torch.cat(parts) for key, parts in outputs.items()}
 
 
@@ -180,7 +181,7 @@ def compare_selections(
         fraction: share of the unlabeled pool drawn at random to select from (paper: 0.05).
         select: points each selection picks (paper: 100).
         alpha: weight of the VAE block (eq. 6).
-        normalize: scale each block to unit mean norm before alpha, as ``FeatureSpace(normalize=True)`` does.
+        normalize: scale each block to unit mean norm before alpha (``VAEFeatures(normalize=True)``).
         seed: seeds the random share and t-SNE.
         out: the PNG; default ``<run>/tsne_selection.png``. A CSV of the points and their roles goes beside it
             (same name, ``.csv``).
@@ -196,7 +197,13 @@ def compare_selections(
     model, datamodule = load_finished_run(run)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    vae = load_vae_encoder(str(vae_checkpoint), datamodule.num_channels, datamodule.image_size, device)
+    vae = VAEFeatures(str(vae_checkpoint), alpha=alpha, normalize=normalize)
+    spaces = {
+        "task features": FeatureSpace(),
+        f"[task, {alpha:g} \u00d7 VAE] features{' (normalized)' if normalize else ''}": FeatureSpace(vae),
+    }
+    for space in spaces.values():
+        space.setup(datamodule.data, device)
 
     pool = datamodule.pool
     unlabeled = pool.unlabeled
@@ -209,15 +216,10 @@ def compare_selections(
     generator = torch.Generator().manual_seed(seed)
     candidates = unlabeled[torch.randperm(len(unlabeled), generator=generator)[:count]].sort().values
     labeled = pool.labeled
-    candidate_features = embed(model, vae, datamodule, candidates, device)
-    labeled_features = embed(model, vae, datamodule, labeled, device)
-
-    spaces = {
-        "task features": FeatureSpace(),
-        f"[task, {alpha:g} \u00d7 VAE] features{' (normalized)' if normalize else ''}": FeatureSpace(
-            str(vae_checkpoint), alpha=alpha, normalize=normalize
-        ),
-    }
+    # Embedded once in the joint space; the task-only space reads the task block of the same outputs.
+    joint = list(spaces.values())[-1]
+    candidate_features = embed(model, joint, datamodule, candidates, device)
+    labeled_features = embed(model, joint, datamodule, labeled, device)
     points = torch.cat([labeled, candidates]).numpy()
     panels, picks = [], []
     for title, space in spaces.items():

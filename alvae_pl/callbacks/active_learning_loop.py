@@ -21,6 +21,7 @@ from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.models.metrics import compute_metrics
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
+from alvae_pl.run_status import write_run_status
 from alvae_pl.seeding import ACQUISITION_STREAM, derive_seed
 
 
@@ -46,9 +47,14 @@ class ActiveLearningLoop(Callback):
     answered yet: the loop then keeps the query in its state, stops the run after the checkpoint, and asks
     the oracle again when the run is continued (``on_fit_start``), before the next round trains.
 
-    Hooks: ``setup`` derives ``max_epochs`` from the schedule and asks Lightning to rebuild the train loader
-    every epoch (cheap for in-memory tensors; it is how the next round sees the new labels and how each
-    epoch's shuffle stays a function of (seed, epoch)); ``on_train_epoch_start`` tells the model where it is
+    What it needs from the Trainer is declared, never overwritten: ``reload_dataloaders_every_n_epochs=1`` (the
+    next round sees the new labels through a fresh loader, and each epoch's shuffle stays a function of (seed,
+    epoch); cheap for in-memory tensors), a ``max_epochs`` that leaves room for the schedule (the loop stops the
+    run itself after the last round; Lightning's default 1000 does), and no per-epoch validation unless
+    ``validate_every_epoch``. ``train.py`` fills in what the user left unset; ``setup`` checks the Trainer and
+    refuses a conflicting setting in one line.
+
+    Hooks: ``setup`` checks the Trainer and the schedule; ``on_train_epoch_start`` tells the model where it is
     in the round; ``on_train_epoch_end`` does the work above. It runs before ``RunCheckpoint`` (Lightning runs
     checkpoint callbacks last), so ``last.ckpt`` always holds the state after the epoch's acquisition, and a run
     resumed with ``--ckpt_path last`` repeats nothing and skips nothing. The loop's state (round, history,
@@ -66,7 +72,8 @@ class ActiveLearningLoop(Callback):
         seed: seeds each round's random choices together with the round number.
         evaluate_test: also evaluate on the test split each round (the validation split always is).
         validate_every_epoch: keep Lightning's per-epoch validation; off by default, since on small rounds
-            it costs more than training, and every round ends with an evaluation anyway.
+            it costs more than training, and every round ends with an evaluation anyway. Off needs a Trainer built
+            with ``limit_val_batches=0`` and ``num_sanity_val_steps=0``, which ``train.py`` fills in when unset.
         recompute_batch_norm: at each round's end, before evaluation and acquisition, recompute the task
             model's batch-norm statistics on the labeled images (``TaskModel.recompute_batch_norm``). Off in the
             paper's recipe. Rounds of a few dozen steps (the digits demo) leave the running statistics (momentum
@@ -157,6 +164,8 @@ class ActiveLearningLoop(Callback):
         datamodule = trainer.datamodule
         if not isinstance(datamodule, ActiveDataModule):
             raise TypeError("ActiveLearningLoop needs an ActiveDataModule")
+        # ``trainer.log_dir`` is a collective under DDP: read it here, on every rank, not later on rank zero.
+        self._run_folder = Path(trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir)
         if datamodule.train_on == "labeled" and not isinstance(pl_module, TaskModel):
             raise ValueError(
                 f"active learning needs a TaskModel, got {type(pl_module).__name__}: "
@@ -166,23 +175,37 @@ class ActiveLearningLoop(Callback):
             rank_zero_info("data.train_on=pool: training on the whole pool, no active learning")
             return
         self._active = True
-        # ``trainer.log_dir`` is a collective under DDP: read it here, on every rank, not later on rank zero.
-        self._run_folder = Path(trainer.log_dir if trainer.log_dir is not None else trainer.default_root_dir)
         self.heuristic.check_model(pl_module)
         self.oracle.check(datamodule)
         schedule = self.label_schedule(len(datamodule.pool), datamodule.num_initial_labels)
         max_epochs = sum(self.round_epochs(r) for r in range(len(schedule)))
+        self.check_trainer(trainer, max_epochs)
         rounds = f"{len(schedule)} round{'s' if len(schedule) > 1 else ''}"
         rank_zero_info(
             f"Active learning: {rounds}, labels {schedule[0]} -> {schedule[-1]}, "
             f"at most {max_epochs} epochs; heuristic {type(self.heuristic).__name__}"
         )
-        trainer.fit_loop.max_epochs = max_epochs
-        trainer.reload_dataloaders_every_n_epochs = 1
-        if not self.validate_every_epoch:
-            trainer.limit_val_batches = 0
-            trainer.num_sanity_val_steps = 0
         self._schedule = schedule
+
+    def check_trainer(self, trainer: L.Trainer, epochs: int) -> None:
+        """Refuses, in one line, Trainer settings the loop cannot run under (see the class docstring)."""
+        if trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ValueError(
+                f"trainer.reload_dataloaders_every_n_epochs={trainer.reload_dataloaders_every_n_epochs}: active "
+                "learning rebuilds the train loader every epoch from the current labels; set it to 1"
+            )
+        if trainer.max_epochs is not None and trainer.max_epochs != -1 and trainer.max_epochs < epochs:
+            raise ValueError(
+                f"trainer.max_epochs={trainer.max_epochs} stops the run before the schedule's {epochs} epochs: "
+                "remove it (the loop ends the run after its last round) or raise it"
+            )
+        validates = trainer.limit_val_batches != 0 or trainer.num_sanity_val_steps != 0
+        if validates and not self.validate_every_epoch:
+            raise ValueError(
+                "the Trainer validates every epoch but active.validate_every_epoch is false: set "
+                "trainer.limit_val_batches: 0 and trainer.num_sanity_val_steps: 0, or active.validate_every_epoch: "
+                "true"
+            )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._active:
@@ -265,10 +288,10 @@ class ActiveLearningLoop(Callback):
             self._settle(trainer, pause_on_error=True)
             row["acquisition_seconds"] = time.perf_counter() - started
         self.history.append(row)
+        self.finished = last_round
         self._publish(trainer, row)
         self.last_round_end_epoch = trainer.current_epoch
         if last_round:
-            self.finished = True
             trainer.should_stop = True
             return
         model.reset_to_initial_weights()
@@ -367,7 +390,10 @@ class ActiveLearningLoop(Callback):
         self.write_records(trainer)
 
     def write_records(self, trainer: L.Trainer) -> None:
-        """Rewrite ``history.csv`` and ``labeled.csv`` whole from the current state."""
+        """Rewrite ``history.csv``, ``labeled.csv`` and ``run_status.json`` whole from the current state (rank
+        zero only)."""
+        if not trainer.is_global_zero:
+            return
         folder = self._run_folder
         write_csv_atomically(folder / "history.csv", HISTORY_COLUMNS, self.history)
         pool = trainer.datamodule.pool
@@ -384,6 +410,13 @@ class ActiveLearningLoop(Callback):
             for row in rows:
                 row["file"] = files[row["pool_index"]]
         write_csv_atomically(folder / "labeled.csv", columns, rows)
+        status = "finished" if self.finished else "waiting_for_labels" if self.pending is not None else "training"
+        write_run_status(folder, status, rounds_done=len(self.history), labels=pool.num_labeled)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run without rounds (the VAE) is finished once its fit ends normally (a killed one never gets here).
+        if not self._active and trainer.is_global_zero and not trainer.interrupted:
+            write_run_status(self._run_folder, "finished", epochs=trainer.current_epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -29,7 +29,8 @@ class ActiveDataModule(L.LightningDataModule):
         source: where the images come from (MedMNIST, MNIST, scikit-learn digits, a user's ``.npz``).
         pool_size: how many train-split images form the pool (paper: 25,000 MNIST, 30,000 ChestMNIST);
             ``None`` takes the whole train split.
-        initial_labels: pool images labeled at random before round one; ``None``: the paper's 3,000. A source
+        initial_labels: pool images labeled at random before round one; ``None``: the paper's 3,000 (unused with
+            ``train_on: pool``). A source
             whose train images are partly unlabeled (a lab's :class:`~alvae_pl.data.sources.FolderSource`)
             starts from the images its labels file names instead, and ``initial_labels`` must then be ``None``
             or their number.
@@ -87,7 +88,9 @@ class ActiveDataModule(L.LightningDataModule):
     def pool(self) -> LabelPool:
         known = self.data.train_known
         if bool(known.all()):
-            initial = 3000 if self.initial_labels is None else self.initial_labels
+            # Training on the whole pool (the VAE) leaves the labeled set unused; one image keeps its invariants.
+            default = 3000 if self.train_on == "labeled" else 1
+            initial = default if self.initial_labels is None else self.initial_labels
             return LabelPool(len(self.data.train), self.pool_size, initial, self.pool_seed)
         positions = known.nonzero().squeeze(1)
         if self.initial_labels is not None and self.initial_labels != len(positions):

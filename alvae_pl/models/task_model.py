@@ -29,6 +29,7 @@ from alvae_pl.models.graphed_step import CudaStepGraph, GraphedTrainStep, StepGr
 from alvae_pl.models.loss_prediction import LossPredictionHead, pairwise_margin_loss
 from alvae_pl.models.metrics import classification_metrics, scores
 from alvae_pl.models.train_metrics import EpochTrainMetrics
+from alvae_pl.models.vae_features import VAEFeatures
 from alvae_pl.seeding import DROPOUT_STREAM, derive_seed
 
 
@@ -52,8 +53,8 @@ class TaskModel(L.LightningModule):
     With ``loss_prediction`` the model also trains the learning-loss head of Yoo and Kweon (2019): task loss +
     ``loss_prediction_weight`` * pairwise margin loss (paper eqs. 3-4). The head's gradient into the backbone
     stops after ``loss_detach_after`` of each round's epochs (the reference stops at 120 of 200 epochs). With
-    ``vae_checkpoint``, the head also sees ``vae_alpha * V(u)``, the frozen VAE encoder's mean (the paper's
-    VAE-augmented loss prediction).
+    ``vae``, the head also sees ``alpha * V(u)``, the frozen VAE encoder's mean (the paper's VAE-augmented loss
+    prediction).
 
     Args:
         num_classes: classes (multi-class) or findings (multi-label); linked from the data.
@@ -71,8 +72,8 @@ class TaskModel(L.LightningModule):
         loss_margin: xi, the margin of the pairwise loss.
         loss_detach_after: share of each round's epochs after which the head stops training the backbone.
         loss_hidden_dim: width of the head's per-block layer.
-        vae_checkpoint: VAE checkpoint whose encoder mean joins the head's representation.
-        vae_alpha: scale of the VAE features.
+        vae: VAE features whose ``alpha * V(u)`` joins the head's representation
+            (:class:`~alvae_pl.models.vae_features.VAEFeatures`; ``normalize`` does not apply to the head).
         compile: where the step is not replayed as one CUDA graph (``cuda_graph``; e.g. under DDP), compile the
             training forward pass with ``torch.compile`` (full batches of the DataModule's ``batch_size``; the
             last partial batch of an epoch runs eagerly). ``None`` (default): on when training on a CUDA GPU, where
@@ -111,8 +112,7 @@ class TaskModel(L.LightningModule):
         loss_margin: float = 1.0,
         loss_detach_after: float = 0.6,
         loss_hidden_dim: int = 128,
-        vae_checkpoint: str | None = None,
-        vae_alpha: float = 1.0,
+        vae: VAEFeatures | None = None,
         compile: bool | None = None,
         compile_mode: str | None = "reduce-overhead",
         compile_backend: str = "inductor",
@@ -121,24 +121,25 @@ class TaskModel(L.LightningModule):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        if vae_checkpoint is not None and not loss_prediction:
+        if isinstance(vae, dict):  # the plain settings saved in a checkpoint's hyper-parameters
+            vae = VAEFeatures(**vae)
+        # The VAE features are a module, recorded by their settings: a checkpoint holds plain values only.
+        self.save_hyperparameters(ignore=["vae"])
+        self.hparams["vae"] = vae.describe() if vae is not None else None
+        if vae is not None and not loss_prediction:
             raise ValueError(
-                "model.vae_checkpoint feeds VAE features to the loss-prediction head: set model.loss_prediction "
-                "true, or name the VAE in the heuristic's feature space instead"
+                "model.vae feeds VAE features to the loss-prediction head: set model.loss_prediction "
+                "true, or give the VAE to the heuristic's feature space instead"
             )
+        if vae is not None and vae.normalize:
+            raise ValueError("model.vae.normalize applies to distances only; the loss-prediction head learns its scale")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.dropout is a probability in [0, 1), got {dropout}")
         if not 0.0 <= loss_detach_after <= 1.0:
             raise ValueError(f"loss_detach_after is a share of the round's epochs in [0, 1], got {loss_detach_after}")
         self.task = task
         self.num_classes = num_classes
-        self.vae = None
-        if vae_checkpoint is not None:
-            from alvae_pl.models.vae import load_vae_encoder
-
-            # Frozen and in eval mode for good: it only provides features.
-            self.vae = load_vae_encoder(vae_checkpoint, num_channels, image_size)
+        self.vae = vae.load(num_channels, image_size) if vae is not None else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             backbone_channels = 3 if weights is not None else num_channels
@@ -169,13 +170,6 @@ class TaskModel(L.LightningModule):
         self.val_metrics = classification_metrics(task, num_classes).clone(prefix="val/")
         self.test_metrics = classification_metrics(task, num_classes).clone(prefix="test/")
 
-    def train(self, mode: bool = True) -> TaskModel:
-        """Switch modes, except for the VAE encoder: its batch norm must keep its trained statistics."""
-        super().train(mode)
-        if self.vae is not None:
-            self.vae.eval()
-        return self
-
     # ----------------------------------------------------------------------------------------------- forward
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 ``[B, C, H, W]`` -> normalised float ``[B, C', H, W]`` on the images' device."""
@@ -198,11 +192,8 @@ class TaskModel(L.LightningModule):
         return self.forward_features(images).logits
 
     def vae_features(self, images: Tensor) -> Tensor | None:
-        """``vae_alpha * V(u)`` ``[B, latent]``, or ``None`` without a VAE."""
-        if self.vae is None:
-            return None
-        with torch.no_grad():
-            return self.hparams.vae_alpha * self.vae.encode_mean(images)
+        """``alpha * V(u)`` ``[B, latent]``, or ``None`` without a VAE."""
+        return self.vae.weighted(images) if self.vae is not None else None
 
     def predict_loss(self, images: Tensor, outputs: BackboneOutputs | None = None) -> Tensor:
         """The loss-prediction head's estimate of each image's loss, ``[B]``."""

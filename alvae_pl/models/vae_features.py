@@ -1,0 +1,90 @@
+"""The task-agnostic features of eq. 6: one object, given to every consumer of ``[T_f(u), alpha * V(u)]``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from alvae_pl.models.vae import VAE, load_vae_encoder
+
+
+class VAEFeatures(nn.Module):
+    """V(u), the posterior mean of a frozen VAE encoder, with the weight ``alpha`` it gets beside the task features.
+
+    A plain ``nn.Module`` (the VAE's LightningModule trains it; this only reads it), built from the configuration
+    and handed to each place where eq. 6 applies: the distance heuristics' feature space
+    (``active.heuristic.init_args.features.vae``), the loss-prediction head (``model.init_args.vae``) and the
+    t-SNE and feature-knowledge commands. The encoder is read from ``checkpoint`` on first use, checked against
+    the data's shape, and stays in eval mode (its batch norm keeps the statistics it was trained with).
+
+    Args:
+        checkpoint: a VAE checkpoint written by ``python train.py fit --config configs/vae_<data>.yaml``.
+        alpha: weight of V(u) beside the task features. Without ``normalize`` the two blocks keep their own
+            scales, as in the paper, so a given alpha weighs the VAE differently on every data set and round.
+        normalize: for distances (core-set, MedAL): divide the task and VAE blocks each by its mean L2 norm over
+            the embedded rows before weighting, so that ``alpha = 1`` gives them equal typical lengths. The
+            loss-prediction head learns its own scale and refuses it.
+
+    Example YAML::
+
+        features:
+          vae: {checkpoint: lightning_logs/vae_digits/seed_0/checkpoints/last.ckpt, alpha: 1.0}
+    """
+
+    def __init__(self, checkpoint: str, alpha: float = 1.0, normalize: bool = False) -> None:
+        super().__init__()
+        if not (alpha >= 0 and math.isfinite(alpha)):
+            raise ValueError(f"the VAE features' alpha must be a finite number >= 0, got {alpha}")
+        self.checkpoint = checkpoint
+        self.alpha = alpha
+        self.normalize = normalize
+        self.encoder: VAE | None = None
+
+    def load(self, num_channels: int, image_size: int, device: torch.device | str | None = None) -> VAEFeatures:
+        """Reads the encoder once (later calls only move it), after checking it was trained on this data's shape.
+
+        Raises:
+            FileNotFoundError: no checkpoint file.
+            ValueError: not a VAE checkpoint, or one trained on images of another shape.
+        """
+        if self.encoder is None:
+            self.encoder = load_vae_encoder(self.checkpoint, num_channels, image_size)
+        # The VAE's own attributes, not its ``hparams``: loaded inside LightningCLI's instantiation of the task model,
+        # its saved hyper-parameters can be those of the model being built.
+        encoder = self.encoder
+        if (encoder.num_channels, encoder.image_size) != (num_channels, image_size):
+            raise ValueError(
+                f"the VAE at {self.checkpoint} encodes {encoder.num_channels}-channel "
+                f"{encoder.image_size}x{encoder.image_size} images; the data's are "
+                f"{num_channels}-channel {image_size}x{image_size}"
+            )
+        return self.to(device) if device is not None else self
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self._encoder().latent_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """V(u), unweighted: float ``[B, latent_dim]`` of uint8 images ``[B, C, H, W]`` (no gradient)."""
+        with torch.no_grad():
+            return self._encoder().encode_mean(images).float()
+
+    def weighted(self, images: Tensor) -> Tensor:
+        """``alpha * V(u)``, float ``[B, latent_dim]``."""
+        return self.alpha * self(images)
+
+    def train(self, mode: bool = True) -> VAEFeatures:
+        """Stays in eval mode whatever its owner switches to: the encoder only provides features."""
+        return super().train(False)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings, as plain values (for hyper-parameter records and checkpoints)."""
+        return {"checkpoint": self.checkpoint, "alpha": self.alpha, "normalize": self.normalize}
+
+    def _encoder(self) -> VAE:
+        if self.encoder is None:
+            raise RuntimeError("VAEFeatures.load(num_channels, image_size) must be called first: it reads the VAE")
+        return self.encoder

@@ -16,7 +16,8 @@ from sklearn.metrics import pairwise_distances
 
 from alvae_pl.acquisition import coreset, medal
 from alvae_pl.acquisition.coreset import CoreSet, choose_algorithm, k_center_greedy
-from alvae_pl.acquisition.feature_space import FeatureSpace, prepare_points
+from alvae_pl.acquisition.distances import prepare_points
+from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.medal import MedAL, greedy_mean_distance
 from alvae_pl.data.image_data import ImageData, ImageSplit
 from alvae_pl.models.vae_features import VAEFeatures

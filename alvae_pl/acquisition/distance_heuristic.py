@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from alvae_pl.acquisition.feature_space import DEFAULT_CHUNK_SIZE, FeatureSpace
+from alvae_pl.acquisition.distances import DEFAULT_CHUNK_SIZE
+from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Heuristic, Selection
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from alvae_pl.acquisition.distance_heuristic import DistanceHeuristic
-from alvae_pl.acquisition.feature_space import (
+from alvae_pl.acquisition.distances import (
     DEFAULT_CHUNK_SIZE,
     prepare_points,
     seeded_first_pick,

@@ -17,6 +17,7 @@ from alvae_pl import acquisition
 from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
 from alvae_pl.callbacks.progress_bar import ThrottledProgressBar
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
+from alvae_pl.callbacks.run_config import RunConfigRecord
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.lightning_noise import quiet_lightning
 from alvae_pl.oracles import HumanOracle
@@ -150,7 +151,7 @@ def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
             datamodule_class=ActiveDataModule,
             subclass_mode_model=True,
             seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=RunConfigRecord,
             # Parse errors come back as exceptions, reported below in one line instead of usage + a type dump.
             parser_kwargs={"exit_on_error": False},
             args=args,

@@ -59,7 +59,7 @@ def _checksums(folder: Path) -> dict[str, str]:
     return {
         str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and "events.out" not in path.name and path.name != "config.yaml"
+        if path.is_file() and "events.out" not in path.name
     }
 
 
@@ -118,6 +118,9 @@ def test_expert_answers_reproduce_the_simulation_and_mistakes_change_nothing(
     answers = tmp_path / "answers_round_2.csv"  # the second query answered in a file of its own
     answer_from_key(key, run / "query_round_2.csv", answers)
     main([*human, f"--labels={answers}"])
+    # One record per distinct invocation, none rewritten: the start (and its plain continuations), then --labels.
+    assert sorted(p.name for p in run.glob("config*.yaml")) == ["config.yaml", "config_2.yaml"]
+    assert "labels: null" in (run / "config.yaml").read_text() and str(answers) in (run / "config_2.yaml").read_text()
 
     assert read_csv(run / "labeled.csv") == read_csv(simulated / "labeled.csv")
     assert without_timings(read_csv(run / "history.csv")) == without_timings(read_csv(simulated / "history.csv"))

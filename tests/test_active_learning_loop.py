@@ -285,11 +285,11 @@ def test_trainer_settings_the_loop_cannot_run_under_are_refused_not_replaced(
 
 
 def test_what_the_loop_needs_is_filled_in_where_the_user_left_it_unset(tmp_path: Path) -> None:
-    cli = main(["fit", "--config", "configs/digits_random.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
+    cli = main(["--config", "configs/digits_random.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
                 *QUICK, "--active.max_labels=60"], run=False)  # fmt: skip
     trainer = cli.trainer
     assert trainer.reload_dataloaders_every_n_epochs == 1
     assert trainer.limit_val_batches == 0 and trainer.num_sanity_val_steps == 0
-    validating = main(["fit", "--config", "configs/digits_random.yaml", "--active.validate_every_epoch=true",
+    validating = main(["--config", "configs/digits_random.yaml", "--active.validate_every_epoch=true",
                        f"--trainer.logger.init_args.save_dir={tmp_path}"], run=False)  # fmt: skip
     assert validating.trainer.limit_val_batches == 1.0

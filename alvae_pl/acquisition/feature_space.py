@@ -58,7 +58,7 @@ class FeatureSpace:
     def setup(self, data: ImageData, device: torch.device) -> None:
         """Loads the VAE encoder, if any, checking it was trained on this data's shape."""
         if self.vae is not None:
-            self.vae.load(data.num_channels, data.image_size, device)
+            self.vae.load(data.num_channels, data.image_size, device, num_classes=data.num_classes, task=data.task)
 
     def embed(self, model: TaskModel, images: Tensor) -> dict[str, Tensor]:
         """Features of a batch.

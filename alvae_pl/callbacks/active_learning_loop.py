@@ -18,11 +18,12 @@ from alvae_pl.acquisition.random_sampling import RandomSampling
 from alvae_pl.callbacks.run_records import CURVE_COLUMNS, HISTORY_COLUMNS, LABELED_COLUMNS, write_csv_atomically
 from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.data.datamodule import ActiveDataModule
+from alvae_pl.models.label_aware_features import LabelAwareVAEFeatures
 from alvae_pl.models.metrics import compute_metrics
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
 from alvae_pl.run_status import write_run_status
-from alvae_pl.seeding import ACQUISITION_STREAM, derive_seed
+from alvae_pl.seeding import ACQUISITION_STREAM, LABEL_AWARE_VAE_STREAM, derive_seed
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -121,6 +122,11 @@ class ActiveLearningLoop(Callback):
         self.pending: Query | None = None
         #: Why this process stopped before the run finished (the oracle's message), else ``None``.
         self.pause_message: str | None = None
+        #: The round whose labels the label-aware VAE features were last trained with (-1: not yet).
+        self.vae_trained_round = -1
+        self.round_vae_seconds = math.nan
+        self._label_aware: list[LabelAwareVAEFeatures] = []
+        self._label_aware_state: list[dict[str, Any]] | None = None
         self._epoch_started = 0.0
         self._checkpoint_seconds_seen = 0.0
         self._active = False
@@ -211,6 +217,11 @@ class ActiveLearningLoop(Callback):
         if not self._active:
             return
         self.heuristic.setup(trainer.datamodule.data, pl_module.device)
+        self._label_aware = self._find_label_aware(pl_module)
+        if self._label_aware_state is not None:  # resumed: the weights and optimizers the checkpoint holds
+            for features, state in zip(self._label_aware, self._label_aware_state, strict=True):
+                features.load_round_state(state)
+            self._label_aware_state = None
         # Continuing a run that waited for labels: the checkpoint (restored by now) holds the open query. Asked
         # here, before the first train loader of this process is built, so that the round trains on the answers.
         if self.pending is not None and self._settle(trainer):
@@ -224,6 +235,8 @@ class ActiveLearningLoop(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: TaskModel) -> None:
         if not self._active:
             return
+        if trainer.current_epoch == self.round_start_epoch and self.vae_trained_round != self.round_index:
+            self._retrain_label_aware(trainer, pl_module)
         self._epoch_started = time.perf_counter()
         epoch_in_round = trainer.current_epoch - self.round_start_epoch
         pl_module.set_round_progress(epoch_in_round, self.round_epochs(self.round_index))
@@ -251,6 +264,7 @@ class ActiveLearningLoop(Callback):
             "epochs": epochs,
             "train_accuracy": train_accuracy,
             "train_seconds": self.round_train_seconds,
+            "vae_seconds": self.round_vae_seconds,
         }
         splits = {"val": datamodule.data.val} | ({"test": datamodule.data.test} if self.evaluate_test else {})
         splits = {name: split for name, split in splits.items() if len(split)}  # a lab may have no test images
@@ -299,8 +313,53 @@ class ActiveLearningLoop(Callback):
         self.round_index += 1
         self.round_start_epoch = trainer.current_epoch + 1
         self.round_train_seconds = 0.0
+        self.round_vae_seconds = math.nan
         if self.pending is not None:  # waiting for the oracle: stop after this epoch's checkpoint
             trainer.should_stop = True
+
+    # ------------------------------------------------------------------------------ label-aware VAE features
+    def _find_label_aware(self, model: L.LightningModule) -> list[LabelAwareVAEFeatures]:
+        """The label-aware VAE features this run uses: the heuristic's feature space's and/or the model's."""
+        found: list[LabelAwareVAEFeatures] = []
+        space = getattr(self.heuristic, "features", None)
+        for candidate in (getattr(space, "vae", None), getattr(model, "vae", None)):
+            if isinstance(candidate, LabelAwareVAEFeatures) and all(candidate is not f for f in found):
+                found.append(candidate)
+        return found
+
+    def _retrain_label_aware(self, trainer: L.Trainer, model: TaskModel) -> None:
+        """At a round's start (its labels are those the round ends with), train each label-aware VAE on the
+        whole pool with the labels known now, so that the loss head trains, and acquisition measures, with the
+        same V(u). Rank zero trains, seeded by (seed, round); every other rank receives its weights."""
+        self.vae_trained_round = self.round_index
+        if not self._label_aware:
+            return
+        started = time.perf_counter()
+        datamodule: ActiveDataModule = trainer.datamodule
+        pool = datamodule.pool
+        positions = torch.arange(len(pool))
+        labeled = torch.zeros(len(pool), dtype=torch.bool)
+        labeled[pool.labeled] = True
+        # Only the labeled images' targets are read; the others (unknown, or hidden by the simulation) are zeroed.
+        targets = datamodule.pool_targets(positions).clone()
+        targets[~labeled] = 0
+        device = model.device
+        for features in self._label_aware:
+            state = None
+            if trainer.is_global_zero:
+                images = datamodule.pool_images(positions).to(device)
+                generator = torch.Generator(device=device)
+                generator.manual_seed(derive_seed(self.seed, LABEL_AWARE_VAE_STREAM, self.round_index + 1))
+                loss = features.fit_round(images, targets.to(device), labeled.to(device), generator)
+                rank_zero_info(
+                    f"Label-aware VAE: {features.epochs_per_round} epochs on {len(pool)} images "
+                    f"({pool.num_labeled} labeled), loss {loss:.1f}"
+                )
+                state = features.round_state()
+            state = trainer.strategy.broadcast(state, src=0)
+            if not trainer.is_global_zero:
+                features.load_round_state(state)
+        self.round_vae_seconds = time.perf_counter() - started
 
     def _settle(self, trainer: L.Trainer, pause_on_error: bool = False) -> bool:
         """Asks the oracle for the pending query's labels and labels what it answers; ``False`` if it cannot yet.
@@ -433,6 +492,9 @@ class ActiveLearningLoop(Callback):
                 "positions": self.pending.positions.clone(),
                 "scores": self.pending.scores.clone(),
             },
+            "vae_trained_round": self.vae_trained_round,
+            "round_vae_seconds": self.round_vae_seconds,
+            "label_aware_vaes": [features.round_state() for features in self._label_aware],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -444,3 +506,7 @@ class ActiveLearningLoop(Callback):
         self.scores = state_dict["scores"].clone()
         pending = state_dict.get("pending")
         self.pending = None if pending is None else Query(**pending)
+        self.vae_trained_round = state_dict.get("vae_trained_round", -1)
+        self.round_vae_seconds = state_dict.get("round_vae_seconds", math.nan)
+        # Applied in on_fit_start, once the heuristic has built its feature models.
+        self._label_aware_state = state_dict.get("label_aware_vaes") or None

@@ -21,6 +21,7 @@ HISTORY_COLUMNS = (
     "eval_seconds",
     "acquisition_seconds",
     "checkpoint_seconds",
+    "vae_seconds",  # retraining a label-aware VAE at the round's start (empty without one)
 )
 LABELED_COLUMNS = ("round", "pool_index", "dataset_index", "score")
 #: The history columns drawn as curves against the number of labels (``al/<column>`` in the loggers).

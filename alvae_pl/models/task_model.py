@@ -121,8 +121,6 @@ class TaskModel(L.LightningModule):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(vae, dict):  # the plain settings saved in a checkpoint's hyper-parameters
-            vae = VAEFeatures(**vae)
         # The VAE features are a module, recorded by their settings: a checkpoint holds plain values only.
         self.save_hyperparameters(ignore=["vae"])
         self.hparams["vae"] = vae.describe() if vae is not None else None
@@ -139,7 +137,7 @@ class TaskModel(L.LightningModule):
             raise ValueError(f"loss_detach_after is a share of the round's epochs in [0, 1], got {loss_detach_after}")
         self.task = task
         self.num_classes = num_classes
-        self.vae = vae.load(num_channels, image_size) if vae is not None else None
+        self.vae = vae.load(num_channels, image_size, num_classes=num_classes, task=task) if vae is not None else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             backbone_channels = 3 if weights is not None else num_channels
@@ -399,7 +397,8 @@ class TaskModel(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(
-            (p for p in self.parameters() if p.requires_grad),
+            # Not the VAE features': a label-aware VAE trains with its own optimizer, between rounds.
+            (p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("vae.")),
             lr=self.hparams.lr,
             momentum=self.hparams.momentum,
             weight_decay=self.hparams.weight_decay,

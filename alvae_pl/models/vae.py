@@ -65,6 +65,36 @@ def _conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequenti
     )
 
 
+def build_encoder(num_channels: int) -> nn.Sequential:
+    """Four 3x3 stride-2 convolutions (``ENCODER_CHANNELS``, BatchNorm, ReLU): uint8-scaled ``[B, C, H, W]`` in
+    [0, 1] -> ``[B, 256, h, w]``."""
+    channels = (num_channels, *ENCODER_CHANNELS)
+    return nn.Sequential(
+        *(_conv_block(c_in, c_out, stride=2) for c_in, c_out in zip(channels[:-1], channels[1:], strict=True))
+    )
+
+
+def encoded_shape(encoder: nn.Module, num_channels: int, image_size: int) -> tuple[int, int, int]:
+    """``(channels, h, w)`` of the encoder's output; measured, since stride-2 rounding depends on the size."""
+    with torch.no_grad():
+        return tuple(encoder(torch.zeros(1, num_channels, image_size, image_size)).shape[1:])
+
+
+def build_decoder(num_channels: int, image_size: int) -> nn.Sequential:
+    """From a ``[B, DECODER_START_CHANNELS, h, w]`` map to pixel logits ``[B, C, H, W]``: a bilinear upsampling
+    straight to the image size, a convolution, then four size-preserving 3x3 convolutions."""
+    # Bilinear (not nearest) so that the few-pixel map does not become visible blocks the 3x3 convolutions
+    # cannot smooth out; a size target lands exactly on the input size whatever the stride rounding did.
+    return nn.Sequential(
+        nn.Upsample(size=(image_size, image_size), mode="bilinear", align_corners=False),
+        _conv_block(DECODER_START_CHANNELS, DECODER_CHANNELS, stride=1),
+        _conv_block(DECODER_CHANNELS, DECODER_CHANNELS, stride=1),
+        _conv_block(DECODER_CHANNELS, DECODER_CHANNELS, stride=1),
+        _conv_block(DECODER_CHANNELS, DECODER_CHANNELS, stride=1),
+        nn.Conv2d(DECODER_CHANNELS, num_channels, kernel_size=3, padding=1),
+    )
+
+
 class VAE(lightning.LightningModule):
     """Convolutional VAE for uint8 images of 1 or 3 channels and 28 to 224 pixels a side.
 
@@ -123,31 +153,15 @@ class VAE(lightning.LightningModule):
         self.weight_decay = weight_decay
         self.kl_weight = kl_weight
 
-        channels = (num_channels, *ENCODER_CHANNELS)
-        self.encoder = nn.Sequential(
-            *(_conv_block(c_in, c_out, stride=2) for c_in, c_out in zip(channels[:-1], channels[1:], strict=True))
-        )
-        # Stride-2 rounding depends on the size (7 -> 4), so measure the smallest map instead of deriving it.
-        with torch.no_grad():
-            self.encoded_shape: tuple[int, int, int] = tuple(
-                self.encoder(torch.zeros(1, num_channels, image_size, image_size)).shape[1:]
-            )
+        self.encoder = build_encoder(num_channels)
+        self.encoded_shape = encoded_shape(self.encoder, num_channels, image_size)
         flat = self.encoded_shape[0] * self.encoded_shape[1] * self.encoded_shape[2]
         self.to_mean = nn.Linear(flat, latent_dim)
         self.to_logvar = nn.Linear(flat, latent_dim)
 
         self.decoded_shape = (DECODER_START_CHANNELS, self.encoded_shape[1], self.encoded_shape[2])
         self.from_latent = nn.Linear(latent_dim, DECODER_START_CHANNELS * self.encoded_shape[1] * self.encoded_shape[2])
-        # Bilinear (not nearest) so that the few-pixel map does not become visible blocks the 3x3 convolutions
-        # cannot smooth out; a size target lands exactly on the input size whatever the stride rounding did.
-        self.decoder = nn.Sequential(
-            nn.Upsample(size=(image_size, image_size), mode="bilinear", align_corners=False),
-            _conv_block(DECODER_START_CHANNELS, DECODER_CHANNELS, stride=1),
-            _conv_block(DECODER_CHANNELS, DECODER_CHANNELS, stride=1),
-            _conv_block(DECODER_CHANNELS, DECODER_CHANNELS, stride=1),
-            _conv_block(DECODER_CHANNELS, DECODER_CHANNELS, stride=1),
-            nn.Conv2d(DECODER_CHANNELS, num_channels, kernel_size=3, padding=1),
-        )
+        self.decoder = build_decoder(num_channels, image_size)
         # Only the mixture has parameters: a Gaussian-prior VAE keeps the paper's state_dict (and old checkpoints load).
         self.prior = MixturePrior(latent_dim, components) if prior == "mixture" else None
         # First batch of the current epoch (first validation batch, or first train batch when there is no

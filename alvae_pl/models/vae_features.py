@@ -43,8 +43,19 @@ class VAEFeatures(nn.Module):
         self.normalize = normalize
         self.encoder: VAE | None = None
 
-    def load(self, num_channels: int, image_size: int, device: torch.device | str | None = None) -> VAEFeatures:
+    def load(
+        self,
+        num_channels: int,
+        image_size: int,
+        device: torch.device | str | None = None,
+        *,
+        num_classes: int | None = None,
+        task: str | None = None,
+    ) -> VAEFeatures:
         """Reads the encoder once (later calls only move it), after checking it was trained on this data's shape.
+
+        ``num_classes`` and ``task`` describe the labels, which a label-blind VAE does not need (a label-aware one,
+        :class:`~alvae_pl.models.label_aware_features.LabelAwareVAEFeatures`, does).
 
         Raises:
             FileNotFoundError: no checkpoint file.

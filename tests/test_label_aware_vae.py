@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from cli_runs import TWO_ROUNDS, read_csv, train, without_timings
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -105,7 +106,7 @@ def test_label_aware_core_set_retrains_every_round_and_resumes_exactly(tmp_path:
     arguments = [
         "--active.heuristic=CoreSet",
         f"--active.heuristic.init_args.features.vae={LABEL_AWARE}",
-        "--data.pool_size=400",
+        "--data.pool_size=200",
         *TWO_ROUNDS,
     ]
     reference = tmp_path / "reference"
@@ -115,7 +116,7 @@ def test_label_aware_core_set_retrains_every_round_and_resumes_exactly(tmp_path:
     history = read_csv(run / "history.csv")
     assert [row["labels"] for row in history] == ["60", "120"]
     assert all(float(row["vae_seconds"]) > 0 for row in history)  # retrained at each round's start
-    assert "Label-aware VAE: 1 epochs on 400 images (60 labeled)" in finished.stdout + finished.stderr
+    assert "Label-aware VAE: 1 epochs on 200 images (60 labeled)" in finished.stdout + finished.stderr
 
     killed_folder = tmp_path / "killed"
     killed_folder.mkdir()
@@ -134,7 +135,7 @@ def test_label_aware_core_set_retrains_every_round_and_resumes_exactly(tmp_path:
 
 def test_learning_loss_head_sees_the_label_aware_features_of_its_round(tmp_path: Path) -> None:
     result = train(
-        "digits_lossnet.yaml", tmp_path, f"--model.init_args.vae={LABEL_AWARE}", "--data.pool_size=300", *TWO_ROUNDS
+        "digits_lossnet.yaml", tmp_path, f"--model.init_args.vae={LABEL_AWARE}", "--data.pool_size=200", *TWO_ROUNDS
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "digits_lossnet" / "seed_0"
@@ -147,3 +148,23 @@ def test_learning_loss_head_sees_the_label_aware_features_of_its_round(tmp_path:
     # The task model carries the same weights: one object, trained by the loop, read by the loss head.
     weights = saved["label_aware_vaes"][0]["weights"]
     assert all(torch.equal(checkpoint["state_dict"][f"vae.encoder.{name}"], value) for name, value in weights.items())
+
+
+@pytest.mark.parametrize(
+    ("config", "overlay", "path"),
+    [
+        ("digits_coreset.yaml", "label_aware.yaml", ("active", "heuristic", "init_args", "features", "init_args")),
+        ("digits_lossnet.yaml", "label_aware_loss_head.yaml", ("model", "init_args")),
+    ],
+)
+def test_the_overlays_put_the_label_aware_vae_where_eq_6_applies(capsys, config: str, overlay: str, path: tuple):
+    from alvae_pl.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", f"configs/{config}", "--config", f"configs/vae_features/{overlay}", "--print_config"])
+    settings = yaml.safe_load(capsys.readouterr().out)
+    for key in path:
+        settings = settings[key]
+    vae = settings["vae"]
+    assert vae["class_path"] == "alvae_pl.models.label_aware_features.LabelAwareVAEFeatures"
+    assert vae["init_args"]["marginalize"] == "exact" and vae["init_args"]["epochs_per_round"] == 5

@@ -80,7 +80,7 @@ def test_label_aware_features_know_more_classes_than_the_plain_vaes_after_the_sa
     train_images, train_targets = data.train.images, data.train.targets
     labeled = torch.zeros(len(train_images), dtype=torch.bool)
     labeled[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:100]] = True
-    epochs = 4
+    epochs = 3
 
     features = LabelAwareVAEFeatures(epochs_per_round=epochs, marginalize="mean_field")
     features.load(1, 28, num_classes=10, task="multiclass")
@@ -102,52 +102,44 @@ def test_label_aware_features_know_more_classes_than_the_plain_vaes_after_the_sa
 
 
 @pytest.mark.slow
-def test_label_aware_core_set_retrains_every_round_and_resumes_exactly(tmp_path: Path) -> None:
+def test_label_aware_vaes_retrain_every_round_feed_core_set_and_the_loss_head_and_resume_exactly(tmp_path: Path):
+    # Core-set measures in [T_f(u), V(u)] of one label-aware VAE while the loss head reads another (the model's):
+    # the loop retrains both at each round's start and checkpoints both.
     arguments = [
         "--active.heuristic=CoreSet",
         f"--active.heuristic.init_args.features.vae={LABEL_AWARE}",
+        f"--model.init_args.vae={LABEL_AWARE}",
         "--data.pool_size=200",
         *TWO_ROUNDS,
     ]
     reference = tmp_path / "reference"
-    finished = train("digits_random.yaml", reference, *arguments)
+    finished = train("digits_lossnet.yaml", reference, *arguments)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    run = reference / "digits_random" / "seed_0"
+    run = reference / "digits_lossnet" / "seed_0"
     history = read_csv(run / "history.csv")
     assert [row["labels"] for row in history] == ["60", "120"]
     assert all(float(row["vae_seconds"]) > 0 for row in history)  # retrained at each round's start
     assert "Label-aware VAE: 1 epochs on 200 images (60 labeled)" in finished.stdout + finished.stderr
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    saved = checkpoint["callbacks"]["ActiveLearningLoop"]
+    assert saved["vae_trained_round"] == 1 and [s["rounds_trained"] for s in saved["label_aware_vaes"]] == [2, 2]
+    # The task model's loss head reads the very object the loop trained: its weights are the saved ones.
+    weights = saved["label_aware_vaes"][1]["weights"]
+    assert all(torch.equal(checkpoint["state_dict"][f"vae.encoder.{name}"], value) for name, value in weights.items())
 
     killed_folder = tmp_path / "killed"
     killed_folder.mkdir()
     switch = killed_folder / "kill.yaml"  # mid round one, after its VAE retraining: resumed from round zero's end
     kill = "trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {at_step: 4}\n"
     switch.write_text(kill)
-    killed = train("digits_random.yaml", killed_folder, *arguments, "--config", str(switch), "--ckpt_path=last")
+    killed = train("digits_lossnet.yaml", killed_folder, *arguments, "--config", str(switch), "--ckpt_path=last")
     assert killed.returncode == -9, killed.stderr[-3000:]
-    resumed = train("digits_random.yaml", killed_folder, *arguments, "--ckpt_path=last")
+    resumed = train("digits_lossnet.yaml", killed_folder, *arguments, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    actual = killed_folder / "digits_random" / "seed_0"
+    actual = killed_folder / "digits_lossnet" / "seed_0"
     assert read_csv(actual / "labeled.csv") == read_csv(run / "labeled.csv")
     assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(run / "history.csv"))
     assert json.loads((actual / "run_status.json").read_text())["status"] == "finished"
-
-
-def test_learning_loss_head_sees_the_label_aware_features_of_its_round(tmp_path: Path) -> None:
-    result = train(
-        "digits_lossnet.yaml", tmp_path, f"--model.init_args.vae={LABEL_AWARE}", "--data.pool_size=200", *TWO_ROUNDS
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "digits_lossnet" / "seed_0"
-    labeled = read_csv(run / "labeled.csv")
-    assert len(labeled) == 120 and len({row["pool_index"] for row in labeled}) == 120
-    assert all(float(row["score"]) == float(row["score"]) for row in labeled if row["round"] == "1")  # not NaN
-    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    saved = checkpoint["callbacks"]["ActiveLearningLoop"]
-    assert saved["vae_trained_round"] == 1 and saved["label_aware_vaes"][0]["rounds_trained"] == 2
-    # The task model carries the same weights: one object, trained by the loop, read by the loss head.
-    weights = saved["label_aware_vaes"][0]["weights"]
-    assert all(torch.equal(checkpoint["state_dict"][f"vae.encoder.{name}"], value) for name, value in weights.items())
 
 
 @pytest.mark.parametrize(

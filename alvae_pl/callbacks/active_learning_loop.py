@@ -203,7 +203,7 @@ class ActiveLearningLoop(Callback):
         if trainer.max_epochs is not None and trainer.max_epochs != -1 and trainer.max_epochs < epochs:
             raise ValueError(
                 f"trainer.max_epochs={trainer.max_epochs} stops the run before the schedule's {epochs} epochs: "
-                "remove it (the loop ends the run after its last round) or raise it"
+                f"set it to -1 (the loop ends the run after its last round) or to at least {epochs}"
             )
         validates = trainer.limit_val_batches != 0 or trainer.num_sanity_val_steps != 0
         if validates and not self.validate_every_epoch:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from alvae_pl.acquisition.heuristic import Heuristic
 from alvae_pl.acquisition.random_sampling import RandomSampling
+from alvae_pl.callbacks.label_aware_retraining import find_label_aware, retrain_label_aware
 from alvae_pl.callbacks.run_records import CURVE_COLUMNS, HISTORY_COLUMNS, LABELED_COLUMNS, write_csv_atomically
 from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.data.datamodule import ActiveDataModule
@@ -23,7 +24,7 @@ from alvae_pl.models.metrics import compute_metrics
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
 from alvae_pl.run_status import write_run_status
-from alvae_pl.seeding import ACQUISITION_STREAM, LABEL_AWARE_VAE_STREAM, derive_seed
+from alvae_pl.seeding import ACQUISITION_STREAM, derive_seed
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -217,7 +218,7 @@ class ActiveLearningLoop(Callback):
         if not self._active:
             return
         self.heuristic.setup(trainer.datamodule.data, pl_module.device)
-        self._label_aware = self._find_label_aware(pl_module)
+        self._label_aware = find_label_aware(self.heuristic, pl_module)
         if self._label_aware_state is not None:  # resumed: the weights and optimizers the checkpoint holds
             for features, state in zip(self._label_aware, self._label_aware_state, strict=True):
                 features.load_round_state(state)
@@ -236,7 +237,13 @@ class ActiveLearningLoop(Callback):
         if not self._active:
             return
         if trainer.current_epoch == self.round_start_epoch and self.vae_trained_round != self.round_index:
-            self._retrain_label_aware(trainer, pl_module)
+            # At a round's start (its labels are those it ends with), so that the loss head trains, and
+            # acquisition measures, with the same V(u).
+            started = time.perf_counter()
+            if self._label_aware:
+                retrain_label_aware(trainer, self._label_aware, pl_module.device, self.seed, self.round_index)
+                self.round_vae_seconds = time.perf_counter() - started
+            self.vae_trained_round = self.round_index
         self._epoch_started = time.perf_counter()
         epoch_in_round = trainer.current_epoch - self.round_start_epoch
         pl_module.set_round_progress(epoch_in_round, self.round_epochs(self.round_index))
@@ -316,50 +323,6 @@ class ActiveLearningLoop(Callback):
         self.round_vae_seconds = math.nan
         if self.pending is not None:  # waiting for the oracle: stop after this epoch's checkpoint
             trainer.should_stop = True
-
-    # ------------------------------------------------------------------------------ label-aware VAE features
-    def _find_label_aware(self, model: L.LightningModule) -> list[LabelAwareVAEFeatures]:
-        """The label-aware VAE features this run uses: the heuristic's feature space's and/or the model's."""
-        found: list[LabelAwareVAEFeatures] = []
-        space = getattr(self.heuristic, "features", None)
-        for candidate in (getattr(space, "vae", None), getattr(model, "vae", None)):
-            if isinstance(candidate, LabelAwareVAEFeatures) and all(candidate is not f for f in found):
-                found.append(candidate)
-        return found
-
-    def _retrain_label_aware(self, trainer: L.Trainer, model: TaskModel) -> None:
-        """At a round's start (its labels are those the round ends with), train each label-aware VAE on the
-        whole pool with the labels known now, so that the loss head trains, and acquisition measures, with the
-        same V(u). Rank zero trains, seeded by (seed, round); every other rank receives its weights."""
-        self.vae_trained_round = self.round_index
-        if not self._label_aware:
-            return
-        started = time.perf_counter()
-        datamodule: ActiveDataModule = trainer.datamodule
-        pool = datamodule.pool
-        positions = torch.arange(len(pool))
-        labeled = torch.zeros(len(pool), dtype=torch.bool)
-        labeled[pool.labeled] = True
-        # Only the labeled images' targets are read; the others (unknown, or hidden by the simulation) are zeroed.
-        targets = datamodule.pool_targets(positions).clone()
-        targets[~labeled] = 0
-        device = model.device
-        for features in self._label_aware:
-            state = None
-            if trainer.is_global_zero:
-                images = datamodule.pool_images(positions).to(device)
-                generator = torch.Generator(device=device)
-                generator.manual_seed(derive_seed(self.seed, LABEL_AWARE_VAE_STREAM, self.round_index + 1))
-                loss = features.fit_round(images, targets.to(device), labeled.to(device), generator)
-                rank_zero_info(
-                    f"Label-aware VAE: {features.epochs_per_round} epochs on {len(pool)} images "
-                    f"({pool.num_labeled} labeled), loss {loss:.1f}"
-                )
-                state = features.round_state()
-            state = trainer.strategy.broadcast(state, src=0)
-            if not trainer.is_global_zero:
-                features.load_round_state(state)
-        self.round_vae_seconds = time.perf_counter() - started
 
     def _settle(self, trainer: L.Trainer, pause_on_error: bool = False) -> bool:
         """Asks the oracle for the pending query's labels and labels what it answers; ``False`` if it cannot yet.

@@ -81,11 +81,13 @@ class Variant:
             then overlays such as ``configs/heuristics/bald.yaml``.
         vae_checkpoints: the VAE checkpoint the YAML files name (``vae: {checkpoint}``; the last file's wins),
             empty when the variant needs no VAE.
+        overrides: extra ``train.py`` arguments of this variant only, after the experiment's.
     """
 
     name: str
     configs: tuple[Path, ...]
     vae_checkpoints: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
 
     @property
     def uses_vae(self) -> bool:
@@ -119,9 +121,19 @@ class Experiment:
     baseline: str
     variants: Mapping[str, Variant]
     overrides: tuple[str, ...] = ()
-    vae: VaeRun | None = None
+    vaes: tuple[VaeRun, ...] = ()
     metric: str = "test_accuracy"
     source: Path | None = None
+
+    @property
+    def vae(self) -> VaeRun | None:
+        """The first VAE run (most experiments have one), or None."""
+        return self.vaes[0] if self.vaes else None
+
+    def vaes_for(self, variant: Variant) -> list[VaeRun]:
+        """The VAE runs whose checkpoints ``variant`` reads."""
+        read = {Path(checkpoint).expanduser().resolve() for checkpoint in variant.vae_checkpoints}
+        return [vae for vae in self.vaes if vae.checkpoint.expanduser().resolve() in read]
 
     @property
     def folder(self) -> Path:
@@ -254,22 +266,35 @@ def read_experiment(path: str | Path) -> Experiment:
     if len(set(seeds)) != len(seeds):
         raise _fail(source, f"'seeds' repeats a seed: {seeds}")
     variants_spec = content["variants"]
+
+    def config_list(value: Any) -> bool:
+        return isinstance(value, str) or (isinstance(value, list) and bool(value) and all(isinstance(c, str) for c in value))
+
     if not isinstance(variants_spec, dict) or not all(
         isinstance(k, str)
-        and (isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(c, str) for c in v)))
+        and (
+            config_list(v)
+            or (isinstance(v, dict) and set(v) <= {"configs", "overrides"} and config_list(v.get("configs")))
+        )
         for k, v in variants_spec.items()
     ):
         raise _fail(
             source,
-            "'variants' must map variant names to train.py configs, e.g. {coreset: configs/x.yaml}, or to lists of "
-            "configs merged in order, e.g. {bald: [configs/x.yaml, configs/heuristics/bald.yaml]}",
+            "'variants' must map variant names to train.py configs, e.g. {coreset: configs/x.yaml}, to lists of "
+            "configs merged in order, e.g. {bald: [configs/x.yaml, configs/heuristics/bald.yaml]}, or to "
+            "{configs: [...], overrides: [--key=value, ...]}",
         )
     overrides = _string_list(content.get("overrides"), "overrides", source)
     vae_overrides = _string_list(content.get("vae_overrides"), "vae_overrides", source)
     _check_overrides(overrides, "overrides", source, _RUNNER_KEYS)
     _check_overrides(vae_overrides, "vae_overrides", source, ("--ckpt_path", "--config"))
     variants: dict[str, Variant] = {}
-    for variant, configs in variants_spec.items():
+    for variant, spec in variants_spec.items():
+        configs = spec["configs"] if isinstance(spec, dict) else spec
+        variant_overrides = _string_list(spec.get("overrides"), f"variants.{variant}.overrides", source) if isinstance(
+            spec, dict
+        ) else ()
+        _check_overrides(variant_overrides, f"variants.{variant}.overrides", source, _RUNNER_KEYS)
         if not variant or "/" in variant or variant in (".", "..", "report"):
             raise _fail(source, f"variant name {variant!r} must be a folder name other than 'report', without '/'")
         config_paths = tuple(Path(config) for config in ([configs] if isinstance(configs, str) else configs))
@@ -282,24 +307,32 @@ def read_experiment(path: str | Path) -> Experiment:
         named = [vae_checkpoints(_read_yaml(path, "variant config")) for path in config_paths]
         # A later file overrides an earlier one's checkpoint: keep the last non-null value only.
         values = [str(v) for found in named for v in found if v is not None]
-        variants[variant] = Variant(variant, config_paths, tuple(values[-1:]))
+        variants[variant] = Variant(variant, config_paths, tuple(values[-1:]), variant_overrides)
     baseline = content["baseline"]
     if baseline not in variants:
         raise _fail(source, f"baseline {baseline!r} is not a variant; choose one of {list(variants)}")
     if len(variants) < 2:
         raise _fail(source, "a comparison needs at least two variants: the baseline and another")
-    vae = None
+    vaes: tuple[VaeRun, ...] = ()
     if content.get("vae") is not None:
-        if not isinstance(content["vae"], str):
-            raise _fail(source, f"'vae' must be the path of a VAE train.py config, got {content['vae']!r}")
-        vae = vae_run(Path(content["vae"]), overrides + vae_overrides)
+        vae_configs = content["vae"]
+        if isinstance(vae_configs, str):
+            vae_configs = [vae_configs]
+        if not (isinstance(vae_configs, list) and vae_configs and all(isinstance(c, str) for c in vae_configs)):
+            raise _fail(
+                source, f"'vae' must be the path of a VAE train.py config, or a list of them, got {content['vae']!r}"
+            )
+        vaes = tuple(vae_run(Path(config), overrides + vae_overrides) for config in vae_configs)
         for variant in variants.values():
             for checkpoint in variant.vae_checkpoints:
-                if Path(checkpoint).expanduser().resolve() != vae.checkpoint.expanduser().resolve():
+                if not any(
+                    Path(checkpoint).expanduser().resolve() == vae.checkpoint.expanduser().resolve() for vae in vaes
+                ):
+                    written = ", ".join(f"{vae.config} writes {vae.checkpoint}" for vae in vaes)
                     raise _fail(
                         source,
-                        f"variant {variant.name!r} reads the VAE checkpoint {checkpoint} but {vae.config} writes "
-                        f"{vae.checkpoint}; make them agree",
+                        f"variant {variant.name!r} reads the VAE checkpoint {checkpoint} but {written}; "
+                        "make them agree",
                     )
     elif vae_overrides:
         raise _fail(source, "'vae_overrides' given without a 'vae' config")
@@ -313,7 +346,7 @@ def read_experiment(path: str | Path) -> Experiment:
         baseline=baseline,
         variants=variants,
         overrides=overrides,
-        vae=vae,
+        vaes=vaes,
         metric=metric,
         source=source,
     )
@@ -393,6 +426,7 @@ def task_command(experiment: Experiment, job: Job, launcher: Sequence[str]) -> l
         f"--trainer.logger.init_args.version=seed_{job.seed}",
         *_resume(job.folder),
         *experiment.overrides,
+        *job.variant.overrides,
     ]
 
 
@@ -524,12 +558,20 @@ def ensure_vae(
     log: Callable[[str], None] = print,
     runner: Callable[[Sequence[str], Path, bool], ProcessResult] | None = None,
 ) -> str:
-    """Train (or finish training) the experiment's VAE unless its run is finished; returns the state word."""
-    if experiment.vae is None:
+    """Train (or finish training) the experiment's VAEs unless their runs are finished; returns the state words."""
+    if not experiment.vaes:
         raise ValueError(f"experiment {experiment.name!r} names no VAE config ('vae:' key)")
-    vae = experiment.vae
     launcher = list(launcher) if launcher is not None else default_launcher()
-    return _execute("vae", vae_command(vae, launcher), vae.folder, vae_run_state(vae), dry_run, echo, log, runner)
+    words = [
+        _execute(_vae_label(experiment, vae), vae_command(vae, launcher), vae.folder, vae_run_state(vae), dry_run, echo, log, runner)
+        for vae in experiment.vaes
+    ]
+    return ", ".join(words)
+
+
+def _vae_label(experiment: Experiment, vae: VaeRun) -> str:
+    """``vae`` for an experiment's only VAE, ``vae <config stem>`` where there are several."""
+    return "vae" if len(experiment.vaes) == 1 else f"vae {vae.config.stem}"
 
 
 def default_launcher() -> list[str]:
@@ -571,21 +613,24 @@ def run_experiment(
     jobs = list(jobs)
     launcher = list(launcher) if launcher is not None else default_launcher()
     summary = RunSummary()
-    if experiment.vae is not None and any(
-        job.variant.uses_vae and task_run_state(job.folder) != "finished" for job in jobs
-    ):
-        state = vae_run_state(experiment.vae)
+    needed = [
+        vae
+        for vae in experiment.vaes
+        if any(vae in experiment.vaes_for(job.variant) and task_run_state(job.folder) != "finished" for job in jobs)
+    ]
+    for vae in needed:
+        state = vae_run_state(vae)
         if state != "finished" and not train_vae and not dry_run:
             raise ValueError(
-                f"the VAE at {experiment.vae.checkpoint} is not trained yet; run `python experiment.py vae --config "
+                f"the VAE at {vae.checkpoint} is not trained yet; run `python experiment.py vae --config "
                 f"{experiment.source}` first (for a SLURM array: as a job the array depends on)"
             )
         if state != "finished" and not train_vae:
-            log("vae: missing, and not trained by a single --index job: run `experiment.py vae` first")
+            log(f"{_vae_label(experiment, vae)}: missing, and not trained by a single --index job: run `experiment.py vae` first")
         else:
-            command = vae_command(experiment.vae, launcher)
-            word = _execute("vae", command, experiment.vae.folder, state, dry_run, echo, log, runner)
-            summary.actions.append(("vae", word))
+            command = vae_command(vae, launcher)
+            word = _execute(_vae_label(experiment, vae), command, vae.folder, state, dry_run, echo, log, runner)
+            summary.actions.append((_vae_label(experiment, vae), word))
     run_seconds: list[float] = []  # of the jobs run by this call, for the time-left estimate
     for position, job in enumerate(jobs):
         what = f"[{job.index}] {job.variant.name} seed {job.seed}"
@@ -619,7 +664,7 @@ def describe_jobs(experiment: Experiment, jobs: Sequence[Job]) -> str:
         lines.append(
             f"{job.index:>5}  {job.variant.name:<20} {job.seed:>4}  {task_run_state(job.folder):<8} {job.folder}"
         )
-    if experiment.vae is not None:
-        lines.append(f"  vae  {experiment.vae.config} -> {experiment.vae.checkpoint} ({vae_run_state(experiment.vae)})")
+    for vae in experiment.vaes:
+        lines.append(f"  vae  {vae.config} -> {vae.checkpoint} ({vae_run_state(vae)})")
     lines.append(f"{len(jobs)} jobs; SLURM: --array=0-{len(jobs) - 1} with `run --index $SLURM_ARRAY_TASK_ID`")
     return "\n".join(lines)

@@ -143,20 +143,23 @@ def one_line_parse_error(message: str) -> str:
     return f"--{key.group(1)}: {detail}"
 
 
+#: How ``train.py`` builds its :class:`AlvaeCLI`; the experiment runner's parser (``alvae_pl.experiments``) is the
+#: same one.
+CLI_SETTINGS: dict[str, Any] = {
+    "datamodule_class": ActiveDataModule,
+    "subclass_mode_model": True,
+    "seed_everything_default": 0,
+    "save_config_callback": RunConfigRecord,
+    # Parse errors come back as exceptions, reported in one line instead of usage + a type dump.
+    "parser_kwargs": {"exit_on_error": False},
+}
+
+
 def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
     """Entry point; ``args`` lets tests drive the CLI in-process. Known bad input exits with one line."""
     quiet_lightning()
     try:
-        return AlvaeCLI(
-            datamodule_class=ActiveDataModule,
-            subclass_mode_model=True,
-            seed_everything_default=0,
-            save_config_callback=RunConfigRecord,
-            # Parse errors come back as exceptions, reported below in one line instead of usage + a type dump.
-            parser_kwargs={"exit_on_error": False},
-            args=args,
-            run=run,
-        )
+        return AlvaeCLI(**CLI_SETTINGS, args=args, run=run)
     except argparse.ArgumentError as error:
         print(f"error: {one_line_parse_error(str(error))}", file=sys.stderr)
         raise SystemExit(2) from None

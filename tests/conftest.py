@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The tests' helper modules (tests/helpers/: train.py drivers, probe callbacks) import by their own names, here as in
+# the train.py subprocesses the tests start (cli_runs.train puts the folder on their PYTHONPATH).
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 CHEST_FINDINGS = 14
 

@@ -46,3 +46,26 @@ def test_ddp_selects_what_one_process_does(tmp_path: Path, config: str, overlay:
     for row_one, row_two in zip(history_one, history_two, strict=True):
         for key in ("val_accuracy", "val_auroc", "test_accuracy", "test_auroc"):
             assert float(row_two[key]) == pytest.approx(float(row_one[key]), abs=1e-5), key
+
+
+def test_ddp_ranks_measure_with_the_label_aware_vae_rank_zero_trained(tmp_path: Path) -> None:
+    """Rank zero retrains the label-aware VAE each round and sends its weights: the ranks embed their shards of the
+    pool with one V(u), so core-set on [T_f(u), V(u)] picks what one process picks, and the VAE's per-round class
+    knowledge (measured on rank zero) is the same."""
+    label_aware = [
+        "--config",
+        str(cli_runs.REPOSITORY / "configs" / "vae_features" / "label_aware.yaml"),
+        "--active.heuristic.init_args.features.vae.init_args.marginalize=mean_field",
+        "--active.heuristic.init_args.features.vae.init_args.epochs_per_round=1",
+        "--data.pool_size=300",
+    ]
+    single = train("digits_coreset.yaml", tmp_path / "single", *FROZEN, *label_aware, "--trainer.devices=1")
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = train("digits_coreset.yaml", tmp_path / "ddp", *FROZEN, *label_aware, *DDP, timeout=500)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = (tmp_path / kind / "digits_coreset" / "seed_0" for kind in ("single", "ddp"))
+    picks = [[row["round"], row["pool_index"]] for row in read_csv(one / "labeled.csv")]
+    assert [[row["round"], row["pool_index"]] for row in read_csv(two / "labeled.csv")] == picks
+    for row_one, row_two in zip(read_csv(one / "history.csv"), read_csv(two / "history.csv"), strict=True):
+        for key in ("vae_knn_accuracy", "vae_kmeans_nmi"):
+            assert float(row_two[key]) == pytest.approx(float(row_one[key]), abs=1e-6), key

@@ -13,24 +13,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from cli_runs import REPOSITORY, TEST_CONFIGS
 from scipy import stats
 
-from alvae_pl.analysis import runner
-from alvae_pl.analysis.experiment_cli import main as experiment_main
 from alvae_pl.analysis.history import HISTORY_COLUMNS
-from alvae_pl.analysis.runner import (
-    ProcessResult,
-    RunFailed,
-    expand_jobs,
-    read_experiment,
-    run_experiment,
-    select_jobs,
-    task_run_state,
-    vae_run_state,
-)
+from alvae_pl.experiments import execution, jobs
+from alvae_pl.experiments.cli import main as experiment_main
+from alvae_pl.experiments.execution import ProcessResult, RunFailed, run_experiment
+from alvae_pl.experiments.experiment import read_experiment
+from alvae_pl.experiments.jobs import expand_jobs, select_jobs, task_run_state, vae_run_state
 from alvae_pl.run_status import RUN_STATUS_FILE, write_run_status
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LABELS = [100, 200, 300]
 
@@ -77,21 +70,26 @@ def write_vae_checkpoint(folder: Path, epochs_done: int, max_epochs: int) -> Non
         (folder / RUN_STATUS_FILE).unlink(missing_ok=True)
 
 
+def write_config(path: Path, base: str, **changes: object) -> None:
+    """``tests/conf/<base>`` with top-level sections updated from ``changes`` (one level deep), at ``path``."""
+    content = yaml.safe_load((TEST_CONFIGS / base).read_text())
+    for section, values in changes.items():
+        content[section] = {**content.get(section, {}), **values} if isinstance(values, dict) else values
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+
+
 def make_experiment(tmp_path: Path, with_vae: bool = True, **changes: object) -> Path:
     """An experiment YAML with variants ``base`` and ``base_vae`` (the latter reads the VAE), runs in tmp."""
     root = tmp_path / "runs"
     vae_checkpoint = root / "vae_toy" / "seed_0" / "checkpoints" / "last.ckpt"
     configs = tmp_path / "configs"
     configs.mkdir(exist_ok=True)
-    (configs / "base.yaml").write_text("active:\n  heuristic:\n    class_path: CoreSet\n")
-    (configs / "base_vae.yaml").write_text(
-        "active:\n  heuristic:\n    class_path: CoreSet\n    init_args:\n"
-        f"      features: {{vae: {{checkpoint: {vae_checkpoint}, alpha: 1.0}}}}\n"
-    )
-    (configs / "vae.yaml").write_text(
-        "trainer:\n  max_epochs: 2\n  logger:\n    class_path: lightning.pytorch.loggers.TensorBoardLogger\n"
-        f"    init_args: {{save_dir: {root}, name: vae_toy, version: seed_0}}\n"
-    )
+    write_config(configs / "base.yaml", "task_tiny.yaml")
+    coreset = {"class_path": "CoreSet", "init_args": {"features": {"vae": {"checkpoint": str(vae_checkpoint)}}}}
+    write_config(configs / "base_vae.yaml", "task_tiny.yaml", active={"heuristic": coreset})
+    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger"}
+    logger["init_args"] = {"save_dir": str(root), "name": "vae_toy", "version": "seed_0"}
+    write_config(configs / "vae.yaml", "vae_tiny.yaml", trainer={"max_epochs": 2, "logger": logger})
     content: dict[str, object] = {
         "name": "toy",
         "root": str(root),
@@ -334,17 +332,27 @@ def test_vae_checkpoint_mismatch_and_missing_file_are_reported(tmp_path: Path) -
 def test_shipped_experiment_configs_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPOSITORY)
     paths = sorted(Path("configs/experiments").glob("*.yaml"))
-    assert len(paths) == 8
+    assert len(paths) == 14
     for path in paths:
         experiment = read_experiment(path)
         assert experiment.name == path.stem and experiment.baseline in experiment.variants
-        # The VAE variants read the checkpoint the experiment's VAE config writes (checked by read_experiment).
+        # The VAE variants read a checkpoint one of the experiment's VAE configs writes (checked by read_experiment);
+        # the label-aware VAE trains inside its runs and reads none.
         assert experiment.vae is not None
-        assert [v.uses_vae for v in experiment.variants.values()] == ["vae" in v for v in experiment.variants]
+        reads = ["vae" in name or "mixture" in name for name in experiment.variants]
+        assert [v.uses_vae for v in experiment.variants.values()] == reads, path
+        for variant in experiment.variants.values():
+            assert [vae.config.stem for vae in experiment.vaes_for(variant)] == (
+                [f"vae_{path.stem.split('_')[0]}_mixture"]
+                if "mixture" in variant.name
+                else [f"vae_{path.stem.split('_')[0]}"]
+                if variant.uses_vae
+                else []
+            ), (path, variant.name)
     # A variant of several configs passes them in order, as train.py merges them.
     experiment = read_experiment("configs/experiments/digits_baselines.yaml")
     bald = next(job for job in expand_jobs(experiment) if job.variant.name == "bald")
-    command = runner.task_command(experiment, bald, ["train.py"])
+    command = jobs.task_command(experiment, bald, ["train.py"])
     configs = [command[i + 1] for i, argument in enumerate(command) if argument == "--config"]
     assert configs == ["configs/digits_entropy.yaml", "configs/heuristics/bald.yaml"]
 
@@ -363,25 +371,19 @@ VARIANT_HEURISTICS = {
 }
 
 
-def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """What ``train.py`` makes of each variant's merged configs: the right heuristic, and the settings it needs."""
-    from alvae_pl.cli import main as train_main
-
+def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``train.py``'s parser makes of each variant's merged configs and overrides (the runner asks it when it
+    reads the experiment): the right heuristic, and the settings it needs."""
     monkeypatch.chdir(REPOSITORY)
-    parsed: set[tuple[str, tuple[Path, ...]]] = set()  # experiments share variants: parse each (name, configs) once
     for path in sorted(Path("configs/experiments").glob("*.yaml")):
         for variant in read_experiment(path).variants.values():
-            if (variant.name, variant.configs) in parsed:
-                continue
-            parsed.add((variant.name, variant.configs))
-            arguments = [argument for config in variant.configs for argument in ("--config", str(config))]
-            with pytest.raises(SystemExit):
-                train_main(["fit", *arguments, "--print_config"])
-            config = yaml.safe_load(capsys.readouterr().out)
+            assert variant.train_config is not None
+            config = variant.train_config.as_dict()
             heuristic = config["active"]["heuristic"]
-            expected = VARIANT_HEURISTICS[variant.name.removesuffix("_vae").removesuffix("_vae_only")]
+            kind = variant.name
+            for suffix in ("_vae", "_vae_only", "_mixture", "_label_aware"):
+                kind = kind.removesuffix(suffix)
+            expected = VARIANT_HEURISTICS[kind]
             assert heuristic["class_path"].rsplit(".", 1)[-1] == expected, (path, variant.name)
             features = (heuristic.get("init_args") or {}).get("features") or {}  # None: the task features alone
             features = features.get("init_args", features)
@@ -391,7 +393,15 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(
                 assert features["task_weight"] == 0.0 and checkpoint
             elif expected in ("CoreSet", "MedAL"):
                 assert features.get("task_weight", 1.0) == 1.0
-                assert bool(checkpoint) == variant.name.endswith("_vae"), (path, variant.name)
+                assert bool(checkpoint) == variant.name.endswith(("_vae", "_mixture")), (path, variant.name)
+                if variant.name.endswith("_label_aware"):
+                    assert vae["class_path"].endswith("LabelAwareVAEFeatures")
+            head_vae = config["model"]["init_args"].get("vae") or {}
+            if expected == "LearningLoss" and variant.name != "lossnet":
+                assert head_vae["class_path"].endswith(
+                    "LabelAwareVAEFeatures" if variant.name.endswith("_label_aware") else ".VAEFeatures"
+                ), (path, variant.name)
+                assert bool(head_vae["init_args"].get("checkpoint")) == variant.name.endswith(("_vae", "_mixture"))
             assert (config["model"]["init_args"]["dropout"] > 0) == (expected == "BALD"), (path, variant.name)
 
 
@@ -405,7 +415,7 @@ def test_cli_list_and_run_one_index(
     assert "    3  base_vae                1  start" in listing and "--array=0-3" in listing
 
     fake = FakeTrain()
-    monkeypatch.setattr(runner, "run_process", fake)
+    monkeypatch.setattr(execution, "run_process", fake)
     assert experiment_main(["run", "--config", str(path), "--index", "2"]) == 0
     assert run_commands(fake) == ["base_vae/seed_0"]
     assert argument(fake.commands[0], "--seed_everything") == "0"
@@ -526,10 +536,3 @@ def test_tsne_rejects_an_unfinished_run(tiny_runs: tuple[Path, Path], tmp_path: 
         load_finished_run(unfinished)
     with pytest.raises(FileNotFoundError, match="config.yaml is missing"):
         load_finished_run(tmp_path / "nothing")
-
-
-def test_the_runner_resumes_exactly_the_folders_train_py_refuses_to_start_over() -> None:
-    from alvae_pl import cli
-    from alvae_pl.analysis import runner
-
-    assert runner.RUN_RECORDS == cli.RUN_RECORDS

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from cli_runs import first_acquisition, read_csv
 
-from alvae_pl.analysis.experiment_cli import main as experiment_main
-from alvae_pl.analysis.feature_knowledge import measure
 from alvae_pl.cli import main as train_main
+from alvae_pl.experiments.cli import main as experiment_main
+from alvae_pl.models.class_knowledge import measure
 
 
 def test_separated_clusters_are_known_perfectly_and_noise_not_at_all() -> None:

@@ -1,12 +1,11 @@
-"""Analysis of active-learning experiments: three programs behind ``experiment.py`` and what they share.
+"""Analysis of active-learning experiments: two programs behind ``experiment.py`` (which runs them with
+:mod:`alvae_pl.experiments`) and what they share.
 
-- the multi-seed runner (``runner``, ``experiment_cli``): one ``train.py`` run per (variant, seed), skipped when
-  its ``run_status.json`` says finished, resumed when interrupted;
 - the report (``history``, ``statistics``, ``curves``, ``report``): mean curves, areas, paired tests;
 - the pictures and measures of feature spaces (``tsne_selection``, ``tsne_figure``, ``feature_knowledge``).
 
-Names are imported on first use (PEP 562) so that importing a sibling module, e.g. the experiment runner,
-does not pay for scipy, matplotlib and scikit-learn.
+Names are imported on first use (PEP 562) so that importing one module, e.g. the history reader the experiment
+runner uses, does not pay for scipy, matplotlib and scikit-learn.
 """
 
 from __future__ import annotations

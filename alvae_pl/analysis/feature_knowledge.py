@@ -18,62 +18,17 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
-from sklearn.cluster import KMeans
-from sklearn.metrics import normalized_mutual_info_score
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
-from sklearn.neighbors import KNeighborsClassifier
 
 from alvae_pl.analysis.curves import new_figure, save_png
 from alvae_pl.analysis.tsne_figure import embed_tsne
 from alvae_pl.atomic_files import atomic_write_text, write_csv
-
-NEIGHBOURS = 5
-FOLDS = 5
-#: k-means clusters at most: multi-label data can hold hundreds of distinct finding vectors, most of them rare.
-MAX_CLUSTERS = 64
-
-
-@dataclass(frozen=True)
-class Knowledge:
-    """What one feature space knows about the classes of the test split."""
-
-    name: str
-    dim: int
-    knn_accuracy: float
-    kmeans_nmi: float
-
-
-def class_ids(targets: np.ndarray) -> np.ndarray:
-    """``[N]`` int class of each image: the label (multi-class) or the index of its distinct 0/1 vector."""
-    if targets.ndim == 1:
-        return targets.astype(np.int64)
-    return np.unique(targets, axis=0, return_inverse=True)[1].reshape(-1)
-
-
-def measure(name: str, features: np.ndarray, targets: np.ndarray, seed: int = 0) -> Knowledge:
-    """k-NN accuracy and k-means NMI of ``features`` ``[N, D]`` against ``targets`` ``[N]`` or ``[N, K]`` (0/1)."""
-    features = np.asarray(features, dtype=np.float64)
-    if len(features) != len(targets):
-        raise ValueError(f"{len(features)} feature rows for {len(targets)} targets")
-    classes = class_ids(targets)
-    counts = np.bincount(classes)
-    # Stratified folds need every class in every fold; rare multi-label vectors cannot be, so fall back to KFold.
-    folds = (
-        StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
-        if counts[counts > 0].min() >= FOLDS and targets.ndim == 1
-        else KFold(FOLDS, shuffle=True, random_state=seed)
-    )
-    knn = cross_val_score(KNeighborsClassifier(NEIGHBOURS), features, targets, cv=folds).mean()
-    clusters = min(len(np.unique(classes)), MAX_CLUSTERS)
-    assignment = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit_predict(features)
-    return Knowledge(name, features.shape[1], float(knn), float(normalized_mutual_info_score(classes, assignment)))
+from alvae_pl.models.class_knowledge import FOLDS, NEIGHBOURS, Knowledge, measure
 
 
 def markdown(rows: list[Knowledge]) -> str:

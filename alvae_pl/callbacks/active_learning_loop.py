@@ -126,6 +126,7 @@ class ActiveLearningLoop(Callback):
         #: The round whose labels the label-aware VAE features were last trained with (-1: not yet).
         self.vae_trained_round = -1
         self.round_vae_seconds = math.nan
+        self.round_vae_knowledge: dict[str, float] = {}
         self._label_aware: list[LabelAwareVAEFeatures] = []
         self._label_aware_state: list[dict[str, Any]] | None = None
         self._epoch_started = 0.0
@@ -241,7 +242,9 @@ class ActiveLearningLoop(Callback):
             # acquisition measures, with the same V(u).
             started = time.perf_counter()
             if self._label_aware:
-                retrain_label_aware(trainer, self._label_aware, pl_module.device, self.seed, self.round_index)
+                self.round_vae_knowledge = retrain_label_aware(
+                    trainer, self._label_aware, pl_module.device, self.seed, self.round_index
+                )
                 self.round_vae_seconds = time.perf_counter() - started
             self.vae_trained_round = self.round_index
         self._epoch_started = time.perf_counter()
@@ -272,6 +275,7 @@ class ActiveLearningLoop(Callback):
             "train_accuracy": train_accuracy,
             "train_seconds": self.round_train_seconds,
             "vae_seconds": self.round_vae_seconds,
+            **self.round_vae_knowledge,
         }
         splits = {"val": datamodule.data.val} | ({"test": datamodule.data.test} if self.evaluate_test else {})
         splits = {name: split for name, split in splits.items() if len(split)}  # a lab may have no test images
@@ -321,6 +325,7 @@ class ActiveLearningLoop(Callback):
         self.round_start_epoch = trainer.current_epoch + 1
         self.round_train_seconds = 0.0
         self.round_vae_seconds = math.nan
+        self.round_vae_knowledge = {}
         if self.pending is not None:  # waiting for the oracle: stop after this epoch's checkpoint
             trainer.should_stop = True
 
@@ -457,6 +462,7 @@ class ActiveLearningLoop(Callback):
             },
             "vae_trained_round": self.vae_trained_round,
             "round_vae_seconds": self.round_vae_seconds,
+            "round_vae_knowledge": dict(self.round_vae_knowledge),
             "label_aware_vaes": [features.round_state() for features in self._label_aware],
         }
 
@@ -471,5 +477,6 @@ class ActiveLearningLoop(Callback):
         self.pending = None if pending is None else Query(**pending)
         self.vae_trained_round = state_dict.get("vae_trained_round", -1)
         self.round_vae_seconds = state_dict.get("round_vae_seconds", math.nan)
+        self.round_vae_knowledge = dict(state_dict.get("round_vae_knowledge") or {})
         # Applied in on_fit_start, once the heuristic has built its feature models.
         self._label_aware_state = state_dict.get("label_aware_vaes") or None

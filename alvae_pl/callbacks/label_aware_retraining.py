@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import lightning as L
@@ -9,8 +10,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from alvae_pl.data.datamodule import ActiveDataModule
+from alvae_pl.models.class_knowledge import measure
 from alvae_pl.models.label_aware_features import LabelAwareVAEFeatures
 from alvae_pl.seeding import LABEL_AWARE_VAE_STREAM, derive_seed
+
+#: The history columns of :func:`retrain_label_aware`'s measure (NaN when nothing was measured).
+KNOWLEDGE_COLUMNS = ("vae_knn_accuracy", "vae_kmeans_nmi")
 
 
 def find_label_aware(heuristic: object, model: L.LightningModule) -> list[LabelAwareVAEFeatures]:
@@ -25,11 +30,15 @@ def find_label_aware(heuristic: object, model: L.LightningModule) -> list[LabelA
 
 def retrain_label_aware(
     trainer: L.Trainer, features: Sequence[LabelAwareVAEFeatures], device: torch.device, seed: int, round_index: int
-) -> None:
+) -> dict[str, float]:
     """Trains each of ``features`` on the whole pool with the labels known now (``fit_round``), seeded by
     (``seed``, round). Rank zero trains; every other rank receives its weights, so all ranks measure alike.
 
     Only the labeled images' targets are read; the others (unknown, or hidden by a simulation) are zeroed.
+
+    Returns:
+        ``KNOWLEDGE_COLUMNS`` -> what the first VAE's V(u) knows of the classes after training (NaN where it does
+        not measure), the same on every rank.
     """
     datamodule: ActiveDataModule = trainer.datamodule
     pool = datamodule.pool
@@ -40,7 +49,8 @@ def retrain_label_aware(
     targets[~labeled] = 0
     # The pool on the device once, for every VAE; only rank zero trains.
     images = datamodule.pool_images(positions).to(device) if trainer.is_global_zero else None
-    for model in features:
+    knowledge = dict.fromkeys(KNOWLEDGE_COLUMNS, math.nan)
+    for index, model in enumerate(features):
         state = None
         if trainer.is_global_zero:
             generator = torch.Generator(device=device)
@@ -51,6 +61,30 @@ def retrain_label_aware(
                 f"({pool.num_labeled} labeled), loss {loss:.1f}"
             )
             state = model.round_state()
+            if index == 0 and model.measure_knowledge:
+                knowledge = class_knowledge(datamodule, model, device)
         state = trainer.strategy.broadcast(state, src=0)
         if not trainer.is_global_zero:
             model.load_round_state(state)
+    return trainer.strategy.broadcast(knowledge, src=0)
+
+
+@torch.no_grad()
+def class_knowledge(
+    datamodule: ActiveDataModule, model: LabelAwareVAEFeatures, device: torch.device
+) -> dict[str, float]:
+    """5-NN accuracy and k-means NMI of ``model``'s V(u) on the test split (the validation split without one)."""
+    name = "test" if len(datamodule.data.test) else "val"
+    split = getattr(datamodule.data, name)
+    if not len(split):
+        return dict.fromkeys(KNOWLEDGE_COLUMNS, math.nan)
+    batch = datamodule.eval_batch_size
+    rows = torch.arange(len(split))
+    embedded = torch.cat(
+        [model(datamodule.split_images(name, rows[start : start + batch]).to(device)).cpu()
+         for start in range(0, len(split), batch)]
+    )  # fmt: skip
+    result = measure(name, embedded.numpy(), split.targets.numpy())
+    rank_zero_info(f"Label-aware VAE on the {name} split: 5-NN accuracy {result.knn_accuracy:.3f}, "
+                   f"k-means NMI {result.kmeans_nmi:.3f}")  # fmt: skip
+    return {"vae_knn_accuracy": result.knn_accuracy, "vae_kmeans_nmi": result.kmeans_nmi}

@@ -60,6 +60,12 @@ class RunCheckpoint(ModelCheckpoint):
         self.writes = 0
         self._last_write = time.monotonic()
 
+    @classmethod
+    def last_path(cls, run_folder: str | Path, dirpath: str | Path | None = None) -> Path:
+        """Where a run in ``run_folder`` writes its ``last.ckpt`` (``dirpath`` as given to this callback)."""
+        folder = Path(dirpath) if dirpath is not None else Path(run_folder) / "checkpoints"
+        return folder / f"{cls.CHECKPOINT_NAME_LAST}{cls.FILE_EXTENSION}"
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._last_write = time.monotonic()

@@ -22,6 +22,8 @@ HISTORY_COLUMNS = (
     "acquisition_seconds",
     "checkpoint_seconds",
     "vae_seconds",  # retraining a label-aware VAE at the round's start (empty without one)
+    "vae_knn_accuracy",  # what its V(u) knows of the test split's classes then (models.class_knowledge)
+    "vae_kmeans_nmi",
 )
 LABELED_COLUMNS = ("round", "pool_index", "dataset_index", "score")
 #: The history columns drawn as curves against the number of labels (``al/<column>`` in the loggers).

@@ -7,16 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from alvae_pl.analysis.runner import (
-    Experiment,
-    RunFailed,
-    describe_jobs,
-    ensure_vae,
-    expand_jobs,
-    read_experiment,
-    run_experiment,
-    select_jobs,
-)
+from alvae_pl.experiments.execution import RunFailed, describe_jobs, ensure_vae, run_experiment
+from alvae_pl.experiments.experiment import Experiment, read_experiment
+from alvae_pl.experiments.jobs import expand_jobs, select_jobs
 from alvae_pl.lightning_noise import quiet_lightning
 
 _DESCRIPTION = """\
@@ -76,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     run.add_argument("--echo", action="store_true", help="also show the runs' output here (always in train.log)")
 
-    vae = commands.add_parser("vae", help="train the experiment's VAE unless its run is finished")
+    vae = commands.add_parser("vae", help="train the experiment's VAEs unless their runs are finished")
     vae.add_argument("--config", required=True, help="experiment YAML")
     vae.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
     vae.add_argument("--echo", action="store_true", help="also show the run's output here")

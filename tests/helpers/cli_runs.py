@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
+#: The tests' own small train.py configs.
+TEST_CONFIGS = REPOSITORY / "tests" / "conf"
 
 # Small enough for a 2-core CI machine, big enough to learn: 3 rounds of 60 -> 120 -> 180 labels.
 QUICK = [
@@ -55,7 +57,7 @@ def train(config: str, folder: Path, *extra: str, timeout: float = 300) -> subpr
     # The repository and the tests' helper modules first, then whatever the caller's PYTHONPATH holds.
     paths = [
         str(REPOSITORY),
-        str(REPOSITORY / "tests"),
+        str(REPOSITORY / "tests" / "helpers"),
         *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
     ]
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))

@@ -1,0 +1,255 @@
+"""Running an experiment's jobs: skip finished runs, resume interrupted ones, start the rest, VAEs first."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alvae_pl.analysis.history import HISTORY_FILENAME, load_history
+from alvae_pl.experiments.experiment import Experiment
+from alvae_pl.experiments.jobs import (
+    STATE_WORDS,
+    Job,
+    RunState,
+    task_command,
+    task_run_state,
+    vae_command,
+    vae_run_state,
+)
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+TRAIN_SCRIPT = REPOSITORY / "train.py"
+#: Lines of a failed run's output quoted in the error.
+TAIL_LINES = 25
+#: Training output of each run, appended to at every attempt, in the run folder.
+LOG_FILENAME = "train.log"
+
+
+class RunFailed(RuntimeError):
+    """A ``train.py`` run exited with an error; the message names its folder and quotes its output's tail."""
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    returncode: int
+    tail: str
+
+
+def run_process(command: Sequence[str], log_path: Path, echo: bool = False) -> ProcessResult:
+    """Run ``command``, appending its merged stdout/stderr to ``log_path`` (and to our stdout with ``echo``).
+
+    Read as bytes so that progress bars' carriage returns pass through unchanged; the tail keeps the last
+    64 KiB for the error message.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail = bytearray()
+    with log_path.open("ab") as log:
+        log.write(f"\n$ {shlex.join(command)}\n".encode())
+        log.flush()
+        # Unbuffered: a pipe would otherwise hold Python's prints back until exit, and the log would lag.
+        environment = dict(os.environ, PYTHONUNBUFFERED="1")
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment)
+        assert process.stdout is not None
+        try:
+            while chunk := process.stdout.read1(65536):
+                log.write(chunk)
+                if echo:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
+                tail += chunk
+                del tail[: max(0, len(tail) - 65536)]
+        finally:
+            returncode = process.wait()
+    return ProcessResult(returncode, tail.decode(errors="replace"))
+
+
+def _tail_lines(text: str, count: int = TAIL_LINES) -> str:
+    lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    return "\n".join(lines[-count:])
+
+
+@dataclass
+class RunSummary:
+    """What ``run_experiment`` did: ``(what, state word)`` per job, VAE first when it was considered."""
+
+    actions: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _execute(
+    what: str,
+    command: list[str],
+    folder: Path,
+    state: RunState,
+    dry_run: bool,
+    echo: bool,
+    log: Callable[[str], None],
+    runner: Callable[[Sequence[str], Path, bool], ProcessResult] | None,
+    describe_outcome: Callable[[], str] | None = None,
+) -> str:
+    """Run one job unless finished; logs a start line, then a done line with its duration (and
+    ``describe_outcome()``), or raises ``RunFailed``."""
+    runner = runner if runner is not None else run_process
+    word = STATE_WORDS[state]
+    if state == "finished":
+        log(f"{what}: skipped (finished) {folder}")
+        return word
+    if dry_run:
+        log(f"{what}: would be {word} {folder}\n  {shlex.join(command)}")
+        return f"would be {word}"
+    log(f"{what}: {word} {folder} (output in {folder / LOG_FILENAME})")
+    started = time.monotonic()
+    result = runner(command, folder / LOG_FILENAME, echo)
+    took = _duration(time.monotonic() - started)
+    if result.returncode != 0:
+        raise RunFailed(
+            f"{what} failed with exit code {result.returncode} after {took}; run folder {folder}, full output in "
+            f"{folder / LOG_FILENAME}; last lines:\n{_tail_lines(result.tail)}"
+        )
+    outcome = describe_outcome() if describe_outcome is not None else ""
+    log(f"{what}: done in {took}{f'; {outcome}' if outcome else ''}")
+    return word
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def final_metric(folder: Path, metric: str) -> str:
+    """``val_accuracy 0.9222 at 400 labels``: the metric in the last row of a run's ``history.csv`` (or "")."""
+    try:
+        history = load_history(folder / HISTORY_FILENAME)
+        value = float(history.column(metric)[-1])
+    except (OSError, ValueError, IndexError):
+        return ""
+    return "" if value != value else f"{metric} {value:.4f} at {history.labels[-1]} labels"
+
+
+def ensure_vae(
+    experiment: Experiment,
+    *,
+    dry_run: bool = False,
+    echo: bool = False,
+    launcher: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+    runner: Callable[[Sequence[str], Path, bool], ProcessResult] | None = None,
+) -> str:
+    """Train (or finish training) the experiment's VAEs unless their runs are finished; returns the state words."""
+    if not experiment.vaes:
+        raise ValueError(f"experiment {experiment.name!r} names no VAE config ('vae:' key)")
+    launcher = list(launcher) if launcher is not None else default_launcher()
+    words = []
+    for vae in experiment.vaes:
+        command = vae_command(vae, launcher)
+        words.append(
+            _execute(experiment.vae_label(vae), command, vae.folder, vae_run_state(vae), dry_run, echo, log, runner)
+        )
+    return ", ".join(words)
+
+
+def default_launcher() -> list[str]:
+    """``[this python, <repository>/train.py]``."""
+    if not TRAIN_SCRIPT.is_file():
+        raise FileNotFoundError(f"{TRAIN_SCRIPT} is missing: run the experiments from a checkout of the repository")
+    return [sys.executable, str(TRAIN_SCRIPT)]
+
+
+def run_experiment(
+    experiment: Experiment,
+    jobs: Iterable[Job],
+    *,
+    train_vae: bool = True,
+    dry_run: bool = False,
+    echo: bool = False,
+    launcher: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+    runner: Callable[[Sequence[str], Path, bool], ProcessResult] | None = None,
+) -> RunSummary:
+    """Run ``jobs`` one after the other: skip finished runs, resume interrupted ones, start the rest.
+
+    Each VAE comes first when an unfinished job reads it and its run is not finished: it is trained when
+    ``train_vae``; otherwise (a SLURM array task, where concurrent tasks must not train it side by side) that is an
+    error.
+
+    Args:
+        experiment: from :func:`read_experiment`.
+        jobs: from :func:`select_jobs`.
+        train_vae: train a missing or unfinished VAE before the jobs that need it.
+        dry_run: print the commands instead of running them.
+        echo: also copy the runs' output to stdout (it always goes to ``<run folder>/train.log``).
+        launcher: the program that takes ``fit --config ...`` (default: this Python running ``train.py``).
+        log: receives one line per job: skipped / resumed / started.
+        runner: runs one command (default :func:`run_process`; tests replace it).
+
+    Raises:
+        RunFailed: a run exited with an error; later jobs are not started.
+    """
+    jobs = list(jobs)
+    launcher = list(launcher) if launcher is not None else default_launcher()
+    summary = RunSummary()
+    needed = [
+        vae
+        for vae in experiment.vaes
+        if any(vae in experiment.vaes_for(job.variant) and task_run_state(job.folder) != "finished" for job in jobs)
+    ]
+    for vae in needed:
+        label, state = experiment.vae_label(vae), vae_run_state(vae)
+        if state != "finished" and not train_vae and not dry_run:
+            raise ValueError(
+                f"the VAE at {vae.checkpoint} is not trained yet; run `python experiment.py vae --config "
+                f"{experiment.source}` first (for a SLURM array: as a job the array depends on)"
+            )
+        if state != "finished" and not train_vae:
+            log(f"{label}: missing, and not trained by a single --index job: run `experiment.py vae` first")
+        else:
+            command = vae_command(vae, launcher)
+            word = _execute(label, command, vae.folder, state, dry_run, echo, log, runner)
+            summary.actions.append((label, word))
+    run_seconds: list[float] = []  # of the jobs run by this call, for the time-left estimate
+    for position, job in enumerate(jobs):
+        what = f"[{job.index}] {job.variant.name} seed {job.seed}"
+        command = task_command(experiment, job, launcher)
+        state = task_run_state(job.folder)
+        started = time.monotonic()
+        word = _execute(
+            what,
+            command,
+            job.folder,
+            state,
+            dry_run,
+            echo,
+            log,
+            runner,
+            lambda job=job: final_metric(job.folder, experiment.metric),
+        )
+        summary.actions.append((f"{job.variant.name}/seed_{job.seed}", word))
+        if state != "finished" and not dry_run:
+            run_seconds.append(time.monotonic() - started)
+            left = sum(task_run_state(later.folder) != "finished" for later in jobs[position + 1 :])
+            estimate = f", about {_duration(left * sum(run_seconds) / len(run_seconds))} left" if left else ""
+            log(f"{position + 1} of {len(jobs)} jobs done{estimate}")
+    return summary
+
+
+def describe_jobs(experiment: Experiment, jobs: Sequence[Job]) -> str:
+    """A table of jobs: flat index, variant, seed, state and run folder (what ``experiment.py list`` prints)."""
+    lines = [f"{'index':>5}  {'variant':<20} {'seed':>4}  {'state':<8} folder"]
+    for job in jobs:
+        lines.append(
+            f"{job.index:>5}  {job.variant.name:<20} {job.seed:>4}  {task_run_state(job.folder):<8} {job.folder}"
+        )
+    for vae in experiment.vaes:
+        lines.append(f"  vae  {vae.config} -> {vae.checkpoint} ({vae_run_state(vae)})")
+    lines.append(f"{len(jobs)} jobs; SLURM: --array=0-{len(jobs) - 1} with `run --index $SLURM_ARRAY_TASK_ID`")
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""The shipped configs: each one-file paper config is the composition of a data-set base, a heuristic and (for
+``*_vae``) the VAE overlay, so that the copies users run in one command cannot drift from the parts."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_runs import REPOSITORY
+
+from alvae_pl.experiments.train_config import config_arguments, parse_train_arguments
+
+ONE_FILE_CONFIG = re.compile(r"^(digits|mnist|chestmnist)_(coreset|medal|lossnet|entropy|random)(_vae)?\.yaml$")
+ONE_FILE_CONFIGS = sorted(p.name for p in (REPOSITORY / "configs").glob("*.yaml") if ONE_FILE_CONFIG.match(p.name))
+
+
+def composition(name: str) -> list[str]:
+    """``configs/data/<data>.yaml``, ``configs/heuristics/<heuristic>.yaml`` and, for ``*_vae``, the paper VAE's
+    overlay (in the distances of core-set and MedAL, in the loss head of learning loss)."""
+    match = ONE_FILE_CONFIG.match(name)
+    assert match is not None
+    data, heuristic, vae = match.groups()
+    parts = [f"configs/data/{data}.yaml", f"configs/heuristics/{heuristic}.yaml"]
+    if vae:
+        parts.append(f"configs/vae_features/{data}{'_loss_head' if heuristic == 'lossnet' else ''}.yaml")
+    return parts
+
+
+def canonical(tree: Any) -> Any:
+    """``tree`` with every ``class_path`` written as its class's defining module (``alvae_pl.acquisition.CoreSet``
+    and ``alvae_pl.acquisition.coreset.CoreSet`` name one class)."""
+    if isinstance(tree, dict):
+        result = {key: canonical(value) for key, value in tree.items()}
+        if isinstance(result.get("class_path"), str):
+            module, name = result["class_path"].rsplit(".", 1)
+            cls = getattr(importlib.import_module(module), name)
+            result["class_path"] = f"{cls.__module__}.{cls.__qualname__}"
+        return result
+    if isinstance(tree, list):
+        return [canonical(item) for item in tree]
+    return tree
+
+
+def settings(configs: list[str]) -> dict[str, Any]:
+    """What train.py runs with, less what names the run (the logger's name, the config files)."""
+    parsed = parse_train_arguments(tuple(config_arguments(configs))).as_dict()
+    parsed.pop("config", None)
+    del parsed["trainer"]["logger"]["init_args"]["name"]
+    return canonical(parsed)
+
+
+def test_every_one_file_paper_config_has_its_parts() -> None:
+    assert len(ONE_FILE_CONFIGS) == 16  # 8 digits demos, 4 MNIST and 4 ChestMNIST paper configs
+
+
+@pytest.mark.parametrize("name", ONE_FILE_CONFIGS)
+def test_one_file_config_equals_its_composition(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPOSITORY)
+    assert settings([f"configs/{name}"]) == settings(composition(name))

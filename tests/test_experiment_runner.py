@@ -319,6 +319,52 @@ def test_bad_experiment_configs_fail_with_one_line(
     assert "\n" not in str(raised.value)
 
 
+def test_several_vaes_each_trained_only_for_the_variants_that_read_it(tmp_path: Path) -> None:
+    """The future-work comparison: one experiment, the paper's VAE and a second one, variants reading either, and a
+    variant with arguments of its own."""
+    root = tmp_path / "runs"
+    configs = tmp_path / "configs"
+    path = make_experiment(tmp_path)
+    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger"}
+    logger["init_args"] = {"save_dir": str(root), "name": "vae_other", "version": "seed_0"}
+    write_config(configs / "vae_other.yaml", "vae_tiny.yaml", trainer={"max_epochs": 2, "logger": logger})
+    other_checkpoint = root / "vae_other" / "seed_0" / "checkpoints" / "last.ckpt"
+    coreset = {"class_path": "CoreSet", "init_args": {"features": {"vae": {"checkpoint": str(other_checkpoint)}}}}
+    write_config(configs / "base_other.yaml", "task_tiny.yaml", active={"heuristic": coreset})
+    content = yaml.safe_load(path.read_text())
+    content["vae"] = [str(configs / "vae.yaml"), str(configs / "vae_other.yaml")]
+    content["variants"]["base_other"] = str(configs / "base_other.yaml")
+    content["variants"]["base_budget"] = {"configs": [str(configs / "base.yaml")], "overrides": ["--active.budget=30"]}
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    experiment = read_experiment(path)
+    assert [v.uses_vae for v in experiment.variants.values()] == [False, True, True, False]
+    assert [vae.folder.name for vae in experiment.vaes_for(experiment.variants["base_other"])] == ["seed_0"]
+    assert experiment.vaes_for(experiment.variants["base_other"])[0].checkpoint == other_checkpoint
+
+    fake, lines = FakeTrain(), []
+    run_experiment(experiment, select_jobs(experiment, variants=["base_other"]), launcher=["fake"], log=lines.append,
+                   runner=fake)  # fmt: skip
+    first = fake.commands[0]
+    assert first[first.index("--config") + 1] == str(configs / "vae_other.yaml")
+    assert run_commands(fake) == ["vae", "base_other/seed_0", "base_other/seed_1"]  # the other VAE only
+    assert lines[0].startswith("vae vae_other: started")
+    fake = FakeTrain()
+    run_experiment(experiment, select_jobs(experiment, variants=["base_budget"], seeds=[0]), launcher=["fake"],
+                   log=print, runner=fake)  # fmt: skip
+    assert fake.commands[0][-2:] == ["--trainer.max_epochs=3", "--active.budget=30"]  # the variant's come last
+
+    # A variant's own overrides may not change what the runner sets either, nor name an option train.py lacks.
+    content["variants"]["base_budget"]["overrides"] = ["--seed_everything=7"]
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    with pytest.raises(ValueError, match="variant 'base_budget': .*sets --seed_everything, which the runner sets"):
+        read_experiment(path)
+    content["variants"]["base_budget"]["overrides"] = ["--data.pool_sed=3"]
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    with pytest.raises(ValueError, match="variant 'base_budget': unrecognized arguments: --data.pool_sed=3") as raised:
+        read_experiment(path)
+    assert "\n" not in str(raised.value)
+
+
 def test_vae_checkpoint_mismatch_and_missing_file_are_reported(tmp_path: Path) -> None:
     path = make_experiment(tmp_path)
     vae_config = tmp_path / "configs" / "vae.yaml"

@@ -1,4 +1,5 @@
-"""``python experiment.py {run,vae,list,report,tsne}``: run a multi-seed comparison, report it, draw Figs. 5-6."""
+"""``python experiment.py {run,vae,list,report,tsne,features}``: run a multi-seed comparison, report it, draw Figs.
+5-6, measure what feature spaces know."""
 
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ Each job runs `python train.py fit --config <variant config> --seed_everything=k
 <root>/<name>/<variant>/seed_<k>/train.log. Finished runs are skipped, interrupted ones resume from last.ckpt.
 Rerun a finished run by deleting its folder.
 
-On SLURM: train the VAE in one job, then one array task per job:
+On SLURM: train the VAEs in one job, then one array task per job:
   vae=$(sbatch --parsable --wrap "python experiment.py vae --config X.yaml")
   sbatch --dependency=afterok:$vae --array=0-<N-1> \\
       --wrap "python experiment.py run --config X.yaml --index \\$SLURM_ARRAY_TASK_ID"
-(`python experiment.py list --config X.yaml` shows N and the jobs.) With --index the VAE is never trained, so
-that array tasks do not train it side by side; a missing VAE is then an error.
+(`python experiment.py list --config X.yaml` shows N and the jobs.) With --index no VAE is ever trained, so
+that array tasks do not train one side by side; a missing VAE is then an error.
 """
 
 _TSNE_EPILOG = """\
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="train every (variant, seed) not finished yet, the VAE first if needed",
+        help="train every (variant, seed) not finished yet, the VAEs they read first if needed",
         epilog=_RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -71,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     vae = commands.add_parser("vae", help="train the experiment's VAEs unless their runs are finished")
     vae.add_argument("--config", required=True, help="experiment YAML")
-    vae.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
-    vae.add_argument("--echo", action="store_true", help="also show the run's output here")
+    vae.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    vae.add_argument("--echo", action="store_true", help="also show the runs' output here")
 
     listing = commands.add_parser("list", help="print the jobs with their flat index and state")
     listing.add_argument("--config", required=True, help="experiment YAML")

@@ -34,6 +34,9 @@ class _ParseOnlyCLI(AlvaeCLI):
         pass
 
 
+_PARSING_CLI: _ParseOnlyCLI | None = None
+
+
 @functools.lru_cache(maxsize=128)
 def parse_train_arguments(arguments: tuple[str, ...]) -> Namespace:
     """The configuration ``train.py fit <arguments>`` would run with (shared between calls: do not modify it).
@@ -47,14 +50,19 @@ def parse_train_arguments(arguments: tuple[str, ...]) -> Namespace:
             raise FileNotFoundError(
                 f"config {arguments[position + 1]} does not exist (paths start from the working directory)"
             )
+    global _PARSING_CLI
     try:
         with warnings.catch_warnings():
             # LightningCLI warns when given args while sys.argv holds the runner's own command line: both are meant.
             warnings.filterwarnings("ignore", message=".*args parameter is intended")
-            cli = _ParseOnlyCLI(**CLI_SETTINGS, args=["fit", *arguments])
+            if _PARSING_CLI is None:
+                _PARSING_CLI = _ParseOnlyCLI(**CLI_SETTINGS, args=["fit", *arguments])
+            else:  # building the parser costs several times what parsing does: build it once
+                _PARSING_CLI.parse_arguments(_PARSING_CLI.parser, ["fit", *arguments])
+                _PARSING_CLI.before_instantiate_classes()
     except argparse.ArgumentError as error:
         raise ValueError(one_line_parse_error(str(error))) from None
-    return cli.config["fit"]
+    return _PARSING_CLI.config["fit"]
 
 
 def config_arguments(configs: Sequence[str | Path]) -> list[str]:

@@ -16,6 +16,8 @@ from alvae_pl.seeding import LABEL_AWARE_VAE_STREAM, derive_seed
 
 #: The history columns of :func:`retrain_label_aware`'s measure (NaN when nothing was measured).
 KNOWLEDGE_COLUMNS = ("vae_knn_accuracy", "vae_kmeans_nmi")
+#: Seeds the subset of the split measured: the same images in every run and round.
+KNOWLEDGE_SUBSET_SEED = 0
 
 
 def find_label_aware(heuristic: object, model: L.LightningModule) -> list[LabelAwareVAEFeatures]:
@@ -61,7 +63,7 @@ def retrain_label_aware(
                 f"({pool.num_labeled} labeled), loss {loss:.1f}"
             )
             state = model.round_state()
-            if index == 0 and model.measure_knowledge:
+            if index == 0 and model.knowledge_images > 0:
                 knowledge = class_knowledge(datamodule, model, device)
         state = trainer.strategy.broadcast(state, src=0)
         if not trainer.is_global_zero:
@@ -73,18 +75,22 @@ def retrain_label_aware(
 def class_knowledge(
     datamodule: ActiveDataModule, model: LabelAwareVAEFeatures, device: torch.device
 ) -> dict[str, float]:
-    """5-NN accuracy and k-means NMI of ``model``'s V(u) on the test split (the validation split without one)."""
+    """5-NN accuracy and k-means NMI of ``model``'s V(u) on ``model.knowledge_images`` images of the test split (the
+    validation split without one): the same images every round, drawn with a fixed seed."""
     name = "test" if len(datamodule.data.test) else "val"
     split = getattr(datamodule.data, name)
     if not len(split):
         return dict.fromkeys(KNOWLEDGE_COLUMNS, math.nan)
-    batch = datamodule.eval_batch_size
     rows = torch.arange(len(split))
+    if len(split) > model.knowledge_images:
+        order = torch.randperm(len(split), generator=torch.Generator().manual_seed(KNOWLEDGE_SUBSET_SEED))
+        rows = order[: model.knowledge_images].sort().values
+    batch = datamodule.eval_batch_size
     embedded = torch.cat(
         [model(datamodule.split_images(name, rows[start : start + batch]).to(device)).cpu()
-         for start in range(0, len(split), batch)]
+         for start in range(0, len(rows), batch)]
     )  # fmt: skip
-    result = measure(name, embedded.numpy(), split.targets.numpy())
-    rank_zero_info(f"Label-aware VAE on the {name} split: 5-NN accuracy {result.knn_accuracy:.3f}, "
+    result = measure(name, embedded.numpy(), split.targets[rows].numpy())
+    rank_zero_info(f"Label-aware VAE on {len(rows)} {name} images: 5-NN accuracy {result.knn_accuracy:.3f}, "
                    f"k-means NMI {result.kmeans_nmi:.3f}")  # fmt: skip
     return {"vae_knn_accuracy": result.knn_accuracy, "vae_kmeans_nmi": result.kmeans_nmi}

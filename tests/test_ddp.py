@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cli_runs
@@ -48,26 +49,30 @@ def test_ddp_selects_what_one_process_does(tmp_path: Path, config: str, overlay:
             assert float(row_two[key]) == pytest.approx(float(row_one[key]), abs=1e-5), key
 
 
-def test_ddp_ranks_measure_with_the_label_aware_vae_rank_zero_trained(tmp_path: Path) -> None:
-    """Rank zero retrains the label-aware VAE each round and sends its weights: the ranks embed their shards of the
-    pool with one V(u), so core-set on [T_f(u), V(u)] picks what one process picks (a rank with its own, untrained
-    VAE would embed its half of the pool elsewhere), and the VAE's per-round class knowledge agrees."""
-    label_aware = [
+def test_ddp_ranks_hold_the_label_aware_vae_rank_zero_trains(tmp_path: Path) -> None:
+    """Rank zero retrains the label-aware VAE at each round's start and sends its weights: every rank embeds its shard
+    of the pool with the same V(u) (a probe gathers each rank's weight checksum after every epoch)."""
+    probe = tmp_path / "probe.yaml"
+    probe.write_text("trainer:\n  callbacks:\n    - class_path: vae_probe.LabelAwareVAEProbe\n")
+    arguments = [
         "--config",
         str(cli_runs.REPOSITORY / "configs" / "vae_features" / "label_aware.yaml"),
         "--active.heuristic.init_args.features.vae.init_args.marginalize=mean_field",
         "--active.heuristic.init_args.features.vae.init_args.epochs_per_round=1",
         "--data.pool_size=300",
+        "--active.max_labels=120",
+        "--active.epochs_first=1",
+        "--active.epochs_increment=0",
+        "--config",
+        str(probe),
     ]
-    single = train("digits_coreset.yaml", tmp_path / "single", *FROZEN, *label_aware, "--trainer.devices=1")
-    assert single.returncode == 0, single.stderr[-3000:]
-    ddp = train("digits_coreset.yaml", tmp_path / "ddp", *FROZEN, *label_aware, *DDP, timeout=500)
+    ddp = train("digits_coreset.yaml", tmp_path, *arguments, *DDP, timeout=500)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one, two = (tmp_path / kind / "digits_coreset" / "seed_0" for kind in ("single", "ddp"))
-    picks = [[row["round"], row["pool_index"]] for row in read_csv(one / "labeled.csv")]
-    assert [[row["round"], row["pool_index"]] for row in read_csv(two / "labeled.csv")] == picks
-    # Measured on rank zero, which trains with another number of CPU threads than one process does: the features
-    # differ by float rounding, and k-means (not k-NN) may move a point between clusters.
-    for row_one, row_two in zip(read_csv(one / "history.csv"), read_csv(two / "history.csv"), strict=True):
-        assert float(row_two["vae_knn_accuracy"]) == pytest.approx(float(row_one["vae_knn_accuracy"]), abs=0.01)
-        assert float(row_two["vae_kmeans_nmi"]) == pytest.approx(float(row_one["vae_kmeans_nmi"]), abs=0.05)
+    run = tmp_path / "digits_coreset" / "seed_0"
+    checksums = json.loads((run / "vae_checksums.json").read_text())
+    assert len(checksums) == 2 and all(len(ranks) == 2 for ranks in checksums)  # two rounds of one epoch, two ranks
+    assert all(ranks[0] == ranks[1] for ranks in checksums), checksums  # one VAE on every rank
+    assert checksums[0][0] != checksums[1][0]  # retrained between the rounds
+    history = read_csv(run / "history.csv")
+    assert [row["labels"] for row in history] == ["60", "120"]
+    assert all(float(row["vae_knn_accuracy"]) > 0.3 for row in history), history  # measured each round, on rank zero

@@ -25,13 +25,16 @@ from alvae_pl.models.vae_features import VAEFeatures
 
 
 class _ParseOnlyCLI(AlvaeCLI):
-    """``train.py fit``'s parser and its ``before_instantiate_classes``, without building or running anything."""
+    """``train.py fit``'s parser and its ``before_instantiate_classes``, without seeding, building or running."""
 
     def instantiate_classes(self) -> None:
         pass
 
     def _run_subcommand(self, subcommand: str) -> None:
         pass
+
+    def _set_seed(self) -> None:
+        pass  # seeding is for the run: the runner's process keeps its own random state
 
 
 _PARSING_CLI: _ParseOnlyCLI | None = None

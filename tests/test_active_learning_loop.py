@@ -7,7 +7,7 @@ from urllib.error import URLError
 
 import pytest
 import torch
-from cli_runs import QUICK, overlay, read_csv, train, without_timings
+from cli_runs import QUICK, overlay, read_csv, train, train_in_process, without_timings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from alvae_pl.acquisition.entropy import Entropy, prediction_entropy
@@ -103,7 +103,7 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path,
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, override: str, message: str) -> None:
-    result = train("digits_random.yaml", tmp_path, override)
+    result = train_in_process("digits_random.yaml", tmp_path, override)
     assert result.returncode == 2
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error:") and message in last_line, result.stderr
@@ -112,7 +112,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, override: str,
 
 
 def test_train_accuracy_target_ends_rounds_early(tmp_path: Path) -> None:
-    result = train("digits_random.yaml", tmp_path, "--active.train_accuracy_target=0.0", "--active.max_labels=120")
+    result = train_in_process(
+        "digits_random.yaml", tmp_path, "--active.train_accuracy_target=0.0", "--active.max_labels=120"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     history = read_csv(tmp_path / "digits_random" / "seed_0" / "history.csv")
     assert [(int(r["labels"]), int(r["epochs"])) for r in history] == [(60, 1), (120, 1)]
@@ -120,7 +122,7 @@ def test_train_accuracy_target_ends_rounds_early(tmp_path: Path) -> None:
 
 def test_paper_chestmnist_config_runs_multilabel_on_a_medmnist_file(tmp_path: Path, make_medmnist_npz) -> None:
     data = make_medmnist_npz("chestmnist.npz", sizes=(200, 40, 40), multilabel=True, num_classes=14)
-    result = train(
+    result = train_in_process(
         "chestmnist_coreset.yaml",
         tmp_path,
         f"--data.source.init_args.root={data.parent}",
@@ -139,7 +141,7 @@ def test_paper_chestmnist_config_runs_multilabel_on_a_medmnist_file(tmp_path: Pa
 
 
 def test_missing_medmnist_file_names_path_url_and_flag(tmp_path: Path) -> None:
-    result = train(
+    result = train_in_process(
         "chestmnist_coreset.yaml",
         tmp_path,
         f"--data.source.init_args.root={tmp_path}/nowhere",
@@ -189,7 +191,7 @@ def test_every_shipped_config_offline_says_where_the_data_goes(
 def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"encoder.weight": torch.zeros(3)}, "pytorch-lightning_version": "2.6.6"}, foreign)
-    result = train("digits_random.yaml", tmp_path, f"--ckpt_path={foreign}")
+    result = train_in_process("digits_random.yaml", tmp_path, f"--ckpt_path={foreign}")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: the checkpoint does not fit this model")
 
@@ -206,11 +208,11 @@ def test_every_round_starts_from_the_round_zero_weights_with_a_fresh_optimizer(t
 
 
 def test_a_run_folder_that_holds_a_run_is_never_trained_into_again(tmp_path: Path) -> None:
-    first = train("digits_random.yaml", tmp_path, "--active.max_labels=60")  # one round
+    first = train_in_process("digits_random.yaml", tmp_path, "--active.max_labels=60")  # one round
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "digits_random" / "seed_0"
     before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
-    again = train("digits_random.yaml", tmp_path)
+    again = train_in_process("digits_random.yaml", tmp_path)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     message = again.stderr.strip().splitlines()[-1]
     assert message.startswith("error:") and "already holds a run" in message and "--ckpt_path last" in message

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union
 
@@ -137,8 +137,9 @@ def _one_line(message: str, content: dict[str, Any]) -> str:
         missing = [key.strip().removeprefix("experiment.") for key in match.group(1).split(",")]
         return f"missing key(s) {missing}; see {_EXAMPLE} for an example"
     if match := re.search(r"does not accept option '([^']+)'", first):
-        unknown = sorted(set(content) - set(_EXPECTED)) or [match.group(1)]
-        return f"unknown key(s) {unknown}; an experiment has {sorted(_EXPECTED)}"
+        known = sorted(field.name for field in fields(ExperimentSpec))
+        unknown = sorted(set(content) - set(known)) or [match.group(1)]
+        return f"unknown key(s) {unknown}; an experiment has {known}"
     if match := re.search(r'Parser key "experiment\.([^".]+)', first):
         key = match.group(1)
         return f"{key!r} must be {_EXPECTED.get(key, 'of another type')}, got {content.get(key)!r}"

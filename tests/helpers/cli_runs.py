@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 #: The tests' own small train.py configs.
@@ -62,6 +65,38 @@ def train(config: str, folder: Path, *extra: str, timeout: float = 300) -> subpr
     ]
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     return subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+class InProcessResult(NamedTuple):
+    """What a user sees of a ``train.py`` run: its exit status and what it wrote to stderr."""
+
+    returncode: int
+    stderr: str
+
+
+def train_in_process(config: str, folder: Path, *extra: str) -> InProcessResult:
+    """``train`` without a new interpreter (which costs ~10 s of imports on a 2-core machine): for the runs that
+    stop with a one-line error, or train one short round. ``train.py``'s error lines are printed to ``sys.stderr``,
+    which is captured here; an exception that escapes ``main`` fails the test as it would crash ``train.py``."""
+    from alvae_pl.cli import main
+
+    folder.mkdir(parents=True, exist_ok=True)
+    arguments = [
+        "fit",
+        "--config",
+        str(REPOSITORY / "configs" / config),
+        f"--trainer.logger.init_args.save_dir={folder}",
+        *QUICK,
+        *extra,
+    ]
+    stderr = io.StringIO()
+    returncode = 0
+    with contextlib.redirect_stderr(stderr):
+        try:
+            main(arguments)
+        except SystemExit as exit_:
+            returncode = int(exit_.code or 0)
+    return InProcessResult(returncode, stderr.getvalue())
 
 
 def overlay(name: str) -> list[str]:

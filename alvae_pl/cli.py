@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from alvae_pl import acquisition
+from alvae_pl.atomic_files import DiskFullError
 from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
 from alvae_pl.callbacks.progress_bar import ThrottledProgressBar
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
@@ -21,9 +25,60 @@ from alvae_pl.callbacks.run_config import RunConfigRecord
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.lightning_noise import quiet_lightning
 from alvae_pl.oracles import HumanOracle
+from alvae_pl.run_identity import flat_settings, resume_differences
+from alvae_pl.run_lock import RunFolderBusy, RunLock
 
 #: Files whose presence means a run folder holds a run.
 RUN_RECORDS = ("history.csv", "labeled.csv", "checkpoints/last.ckpt")
+#: The run folder locks this process holds; released by ``main`` however the run ends.
+_HELD_LOCKS: list[RunLock] = []
+
+
+def _is_launching_process() -> bool:
+    """Whether this is the process that started the run (global rank zero), not one DDP launched beside it."""
+    return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _refuse_records_without_checkpoint(folder: Path, last: Path) -> None:
+    found = [name for name in RUN_RECORDS if (folder / name).exists()]
+    if found:
+        raise FileNotFoundError(
+            f"{folder} holds a run ({', '.join(found)}) but not its checkpoint {last}: it cannot be continued; start "
+            "it again in another folder with --trainer.logger.init_args.version <name>"
+        )
+
+
+def check_resume(checkpoint: Path, folder: Path, config_now: str) -> None:
+    """Refuses, in one line, a checkpoint that cannot be read, or one written under settings that define another run
+    (:mod:`alvae_pl.run_identity`) than ``config_now``."""
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"--ckpt_path {checkpoint}: no such checkpoint file")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
+        config_then = state.get("callbacks", {}).get("RunConfigRecord", {}).get("config")
+    except Exception as error:  # torch says "failed reading zip archive", "EOF", "invalid magic number"...
+        text = str(error).strip()
+        reason = re.split(r"(?<=[.:])\s", text.splitlines()[0])[0].rstrip(".:") if text else type(error).__name__
+        raise CorruptCheckpoint(
+            f"{checkpoint} is not a readable checkpoint ({checkpoint.stat().st_size:,} bytes; {reason}): the run "
+            "cannot be continued from it; start it again in another folder with --trainer.logger.init_args.version "
+            "<name> (this folder's records stay as they are)"
+        ) from None
+    if config_then is None and (folder / "config.yaml").is_file():  # written before checkpoints held their config
+        config_then = (folder / "config.yaml").read_text()
+    if config_then is None:
+        return
+    differences = resume_differences(flat_settings(config_then), flat_settings(config_now))
+    if differences:
+        raise ValueError(
+            f"{checkpoint} belongs to a run with other settings: {'; '.join(differences)}. Continue it with its own "
+            "settings (its config.yaml), or start a new run in another folder with --trainer.logger.init_args.version "
+            "<name>"
+        )
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that cannot be read."""
 
 
 def _integer_seed(seed: int | bool) -> int:
@@ -85,25 +140,45 @@ class AlvaeCLI(LightningCLI):
                     trainer[key] = 0
 
     def before_fit(self) -> None:
-        """Refuse to mix a new run into a run folder that holds one: nothing already written may change."""
-        labels = self.config[self.subcommand].get("labels")
+        """Before anything is written: take the run folder's lock, then refuse to mix a new run into a folder that
+        holds one, and a resume into a run with other settings (nothing already written may change)."""
+        config = self.config[self.subcommand]
+        labels = config.get("labels")
         if labels is not None:
             loop = next(c for c in self.trainer.callbacks if isinstance(c, ActiveLearningLoop))
             if not isinstance(loop.oracle, HumanOracle):
                 raise ValueError("--labels answers an expert's query: set active.oracle: alvae_pl.oracles.HumanOracle")
             loop.oracle.answers = labels
-        if self.config[self.subcommand].get("ckpt_path") is not None:
-            return  # resuming (or starting from) a checkpoint: the folder's records are rewritten from its state
         logger = self.trainer.logger
         folder = Path(logger.log_dir) if logger is not None and logger.log_dir is not None else None
         if folder is None:
             return
-        found = [name for name in RUN_RECORDS if (folder / name).exists()]
-        if found:
-            raise FileExistsError(
-                f"{folder} already holds a run ({', '.join(found)}): continue it with --ckpt_path last, or start a "
-                "new one in another folder with --trainer.logger.init_args.version <name>"
-            )
+        if _is_launching_process():  # DDP's other ranks run this too: one lock, held by the process that launched
+            lock = RunLock(folder)
+            lock.acquire()
+            _HELD_LOCKS.append(lock)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            last = RunCheckpoint.last_path(folder, config["checkpoint"].get("dirpath"))
+            if not last.is_file():
+                _refuse_records_without_checkpoint(folder, last)
+                # Nothing to continue: a fresh start, without Lightning's warning that there is no checkpoint.
+                self.config_init[self.subcommand]["ckpt_path"] = None
+                return
+            ckpt_path = str(last)
+        if ckpt_path is None:
+            found = [name for name in RUN_RECORDS if (folder / name).exists()]
+            if found:
+                raise FileExistsError(
+                    f"{folder} already holds a run ({', '.join(found)}): continue it with --ckpt_path last, or start "
+                    "a new one in another folder with --trainer.logger.init_args.version <name>"
+                )
+            return
+        check_resume(Path(ckpt_path), folder, self._save_config_callback_text())
+
+    def _save_config_callback_text(self) -> str:
+        record = next(c for c in self.trainer.callbacks if isinstance(c, RunConfigRecord))
+        return record.config_text()
 
     def after_fit(self) -> None:
         """A run that waits for an expert's labels ends with the one line that says what to do next."""
@@ -125,6 +200,9 @@ def one_line_parse_error(message: str) -> str:
     key = re.match(r'Parser key "([^"]+)"', lines[0]) if lines else None
     if key is None:
         return f"{lines[0] if lines else message} (python train.py fit --help lists every option)"
+    same_line = lines[0][key.end() :].lstrip(": ").strip()
+    if same_line and len(lines) == 1:  # e.g. "config": File does not exist: '...'
+        return f"--{key.group(1)}: {same_line}"
     given = next(
         (line.split(":", 1)[1].strip() for line in lines if line.startswith(("Given value:", "- Given value:"))), None
     )
@@ -143,6 +221,22 @@ def one_line_parse_error(message: str) -> str:
     return f"--{key.group(1)}: {detail}"
 
 
+def yaml_problem(args: list[str]) -> str | None:
+    """``<file>, line L, column C: <problem>`` for the first ``--config`` file of ``args`` that is not valid YAML."""
+    files = [value for option, value in zip(args, args[1:], strict=False) if option == "--config"]
+    files += [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+    for file in files:
+        try:
+            yaml.safe_load(Path(file).read_text())
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            return f"{file}{where}: {error.problem or error.context} (not valid YAML: fix that line)"
+        except (OSError, yaml.YAMLError):
+            continue
+    return None
+
+
 #: How ``train.py`` builds its :class:`AlvaeCLI`; the experiment runner's parser (``alvae_pl.experiments``) is the
 #: same one.
 CLI_SETTINGS: dict[str, Any] = {
@@ -158,12 +252,21 @@ CLI_SETTINGS: dict[str, Any] = {
 def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
     """Entry point; ``args`` lets tests drive the CLI in-process. Known bad input exits with one line."""
     quiet_lightning()
+    failed = True
     try:
-        return AlvaeCLI(**CLI_SETTINGS, args=args, run=run)
+        cli = AlvaeCLI(**CLI_SETTINGS, args=args, run=run)
+        failed = False
+        return cli
     except argparse.ArgumentError as error:
-        print(f"error: {one_line_parse_error(str(error))}", file=sys.stderr)
+        message = str(error)
+        if message.startswith("Problems parsing config"):  # a YAML syntax error: jsonargparse names no file
+            problem = yaml_problem(sys.argv[1:] if args is None else args)
+            message = f"error: {problem}" if problem else f"error: {one_line_parse_error(message)}"
+        else:
+            message = f"error: {one_line_parse_error(message)}"
+        print(message, file=sys.stderr)
         raise SystemExit(2) from None
-    except (OSError, ValueError) as error:  # missing or unreadable files, failed downloads, bad settings
+    except (OSError, ValueError, RunFolderBusy) as error:  # missing or unreadable files, bad settings, a busy folder
         if os.environ.get("ALVAE_DEBUG"):
             raise
         # jsonargparse wraps errors raised while computing linked arguments (``raise ... from original``): report
@@ -171,5 +274,14 @@ def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
         # that failed offline, say) is the one that says what to do, not the socket error under it.
         while isinstance(error.__cause__, (OSError, ValueError)):
             error = error.__cause__
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC and not isinstance(error, DiskFullError):
+            where = f" writing {error.filename}" if error.filename else ""
+            error = OSError(
+                f"no space left on the device{where}: free some space, then run the same command again (a run: "
+                "add --ckpt_path last; its last complete checkpoint is intact)"
+            )
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        while _HELD_LOCKS:
+            _HELD_LOCKS.pop().release(failed=failed)

@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from alvae_pl.atomic_checkpoint_io import AtomicCheckpointIO
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -17,8 +20,14 @@ class RunCheckpoint(ModelCheckpoint):
     ``last.ckpt``): ~90 MB each for a ResNet-18 with SGD momentum, ~48 GB per paper run. Active learning has no
     "best" epoch to keep, so this writes ``last.ckpt`` alone, where ``--ckpt_path last`` finds it.
 
-    Hooks: ``on_train_epoch_end``, after every other callback's (Lightning runs checkpoint callbacks last), so
-    the file holds the state after the epoch's acquisition. ``on_validation_end`` writes nothing.
+    The file is replaced atomically on every filesystem: ``setup`` gives the strategy an
+    :class:`~alvae_pl.atomic_checkpoint_io.AtomicCheckpointIO` in place of Lightning's default, whose temporary file
+    lies in the system's temporary directory (a kill while it was moved across filesystems destroyed ``last.ckpt``).
+    A checkpoint plugin the user configured is kept as it is.
+
+    Hooks: ``setup`` (the checkpoint writer), ``on_train_epoch_end``, after every other callback's (Lightning runs
+    checkpoint callbacks last), so the file holds the state after the epoch's acquisition.
+    ``on_validation_end`` writes nothing.
 
     Args:
         every: ``epoch`` writes after every epoch, at most once per ``min_interval`` seconds, and always after a
@@ -65,6 +74,13 @@ class RunCheckpoint(ModelCheckpoint):
         """Where a run in ``run_folder`` writes its ``last.ckpt`` (``dirpath`` as given to this callback)."""
         folder = Path(dirpath) if dirpath is not None else Path(run_folder) / "checkpoints"
         return folder / f"{cls.CHECKPOINT_NAME_LAST}{cls.FILE_EXTENSION}"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if (
+            type(trainer.strategy.checkpoint_io) is TorchCheckpointIO
+        ):  # Lightning's default: not atomic across filesystems
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from alvae_pl.experiments.execution import RunFailed, describe_jobs, ensure_vae, run_experiment
+from alvae_pl.experiments.execution import Interrupted, RunFailed, describe_jobs, ensure_vae, run_experiment
 from alvae_pl.experiments.experiment import Experiment, read_experiment
 from alvae_pl.experiments.jobs import expand_jobs, select_jobs
 from alvae_pl.lightning_noise import quiet_lightning
+from alvae_pl.run_lock import RunFolderBusy
 
 _DESCRIPTION = """\
 Reproduce the paper's comparison: every variant (heuristic with/without VAE features) trained once per seed,
@@ -209,9 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _tsne(args)
         elif args.command == "features":
             _features(args)
-    except RunFailed as error:
+    except (RunFailed, Interrupted) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except RunFolderBusy as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

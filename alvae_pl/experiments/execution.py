@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from alvae_pl.experiments.jobs import (
     vae_command,
     vae_run_state,
 )
+from alvae_pl.run_lock import RunFolderBusy, live_owner
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = REPOSITORY / "train.py"
@@ -49,13 +52,25 @@ def run_process(command: Sequence[str], log_path: Path, echo: bool = False) -> P
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail = bytearray()
-    with log_path.open("ab") as log:
+    # Unbuffered, here and in the child: what the run printed is in train.log as it goes, up to a kill.
+    with log_path.open("ab", buffering=0) as log:
         log.write(f"\n$ {shlex.join(command)}\n".encode())
-        log.flush()
-        # Unbuffered: a pipe would otherwise hold Python's prints back until exit, and the log would lag.
         environment = dict(os.environ, PYTHONUNBUFFERED="1")
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment)
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            preexec_fn=_end_with_parent if sys.platform == "linux" else None,
+        )
         assert process.stdout is not None
+        received: list[int] = []
+
+        def pass_on(signum: int, frame: object) -> None:
+            received.append(signum)
+            process.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, pass_on)
         try:
             while chunk := process.stdout.read1(65536):
                 log.write(chunk)
@@ -66,7 +81,25 @@ def run_process(command: Sequence[str], log_path: Path, echo: bool = False) -> P
                 del tail[: max(0, len(tail) - 65536)]
         finally:
             returncode = process.wait()
+            signal.signal(signal.SIGTERM, previous)
+    if received:  # the runner was asked to stop: its run has stopped too (it resumes with the next `run`)
+        raise Interrupted(f"stopped by signal {received[0]}; the run in {log_path.parent} stopped with it")
     return ProcessResult(returncode, tail.decode(errors="replace"))
+
+
+class Interrupted(RuntimeError):
+    """The runner received SIGTERM, passed it on to its run and waited for it to stop."""
+
+
+def _end_with_parent() -> None:
+    """In the child, before ``exec``: ask Linux for SIGTERM when the runner dies, even by SIGKILL, so that no
+    orphaned run keeps training while a new runner resumes the same job."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+#: ``prctl`` option of Linux: the signal a process receives when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 
 def _tail_lines(text: str, count: int = TAIL_LINES) -> str:
@@ -102,6 +135,17 @@ def _execute(
     if dry_run:
         log(f"{what}: would be {word} {folder}\n  {shlex.join(command)}")
         return f"would be {word}"
+    if state == "running":
+        owner = live_owner(folder)
+        raise RunFolderBusy(
+            f"{what}: {folder} is in use by {owner.describe() if owner else 'another process'}: wait for it to end "
+            "(`python experiment.py list` shows it as running)"
+        )
+    if state == "failed":
+        raise RunFailed(
+            f"{what}: the checkpoint {folder / 'checkpoints' / 'last.ckpt'} cannot be read (truncated or corrupt), "
+            f"so the run cannot be resumed: move {folder} aside and run again to start it anew"
+        )
     log(f"{what}: {word} {folder} (output in {folder / LOG_FILENAME})")
     started = time.monotonic()
     result = runner(command, folder / LOG_FILENAME, echo)

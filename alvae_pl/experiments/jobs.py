@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +11,20 @@ from typing import Literal
 from alvae_pl.cli import RUN_RECORDS
 from alvae_pl.experiments.experiment import Experiment, VaeRun, Variant, settings_arguments
 from alvae_pl.experiments.train_config import config_arguments
+from alvae_pl.run_lock import live_owner
 from alvae_pl.run_status import read_run_status
 
-RunState = Literal["finished", "resume", "start"]
+#: ``running``: a live process holds the run folder's lock; ``failed``: its checkpoint cannot be read (truncated or
+#: corrupt), so it cannot be resumed.
+RunState = Literal["finished", "running", "failed", "resume", "start"]
 #: What ``run`` prints for each state.
-STATE_WORDS: dict[str, str] = {"finished": "skipped", "resume": "resumed", "start": "started"}
+STATE_WORDS: dict[str, str] = {
+    "finished": "skipped",
+    "running": "skipped (running)",
+    "failed": "failed",
+    "resume": "resumed",
+    "start": "started",
+}
 
 
 @dataclass(frozen=True)
@@ -63,14 +73,19 @@ def select_jobs(
 
 
 def _state(folder: Path, checkpoint: Path) -> RunState:
+    if live_owner(folder) is not None:
+        return "running"
     if read_run_status(folder) == "finished":
         return "finished"
-    return "resume" if checkpoint.is_file() else "start"
+    if not checkpoint.is_file():
+        return "start"
+    # A torch checkpoint is a zip archive: a truncated or overwritten one has no readable central directory.
+    return "resume" if zipfile.is_zipfile(checkpoint) else "failed"
 
 
 def task_run_state(folder: Path) -> RunState:
-    """``finished`` (the run's ``run_status.json`` says so), ``resume`` (a ``last.ckpt`` to resume from) or
-    ``start``."""
+    """``running`` (a live process holds the folder's lock), ``finished`` (the run's ``run_status.json`` says so),
+    ``resume`` (a readable ``last.ckpt`` to resume from), ``failed`` (an unreadable one) or ``start``."""
     return _state(folder, folder / "checkpoints" / "last.ckpt")
 
 

@@ -28,6 +28,7 @@ from alvae_pl.models.compiled_forward import CompiledForward
 from alvae_pl.models.graphed_step import CudaStepGraph, GraphedTrainStep, StepGraph, trainer_settings_conflict
 from alvae_pl.models.loss_prediction import LossPredictionHead, pairwise_margin_loss
 from alvae_pl.models.metrics import classification_metrics, scores
+from alvae_pl.models.optimizer_settings import check_optimizer_settings
 from alvae_pl.models.train_metrics import EpochTrainMetrics
 from alvae_pl.models.vae_features import VAEFeatures
 from alvae_pl.seeding import DROPOUT_STREAM, derive_seed
@@ -131,6 +132,7 @@ class TaskModel(L.LightningModule):
             )
         if vae is not None and vae.normalize:
             raise ValueError("model.vae.normalize applies to distances only; the loss-prediction head learns its scale")
+        check_optimizer_settings(lr, weight_decay, momentum)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.dropout is a probability in [0, 1), got {dropout}")
         if not 0.0 <= loss_detach_after <= 1.0:

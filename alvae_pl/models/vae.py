@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from alvae_pl.models.latent_prior import MixturePrior, PriorKind, kl_to_standard_normal
+from alvae_pl.models.optimizer_settings import check_optimizer_settings
 
 #: Channels of the four stride-2 encoder convolutions; the last one is the smallest feature map's depth.
 ENCODER_CHANNELS = (32, 64, 128, 256)
@@ -145,6 +146,7 @@ class VAE(lightning.LightningModule):
             raise ValueError(f"image_size must be between 16 and 512 pixels, got {image_size}")
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
+        check_optimizer_settings(lr, weight_decay)
         self.save_hyperparameters()
         self.num_channels = num_channels
         self.image_size = image_size

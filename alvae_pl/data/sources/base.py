@@ -140,6 +140,11 @@ def _images_to_tensor(path: Path, key: str, array: np.ndarray) -> Tensor:
                 f"(for floats in [0, 1] save (x * 255).round().astype(np.uint8))"
             )
         array = array.astype(np.uint8)
+    if array.ndim == 3 and array.shape[-1] in (1, 3) and array.shape[0] == array.shape[1] != array.shape[2]:
+        raise ValueError(
+            f"{path}: {key} has shape {array.shape}, one {array.shape[0]} x {array.shape[1]} image with channels "
+            f"last; store N x H x W x C (for one image, save array[None])"
+        )
     if array.ndim == 3:
         array = array[..., None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3):
@@ -194,6 +199,15 @@ def _multiclass_targets(
     high = max(int(flat[split].max()) for split in SPLITS)
     if low < 0:
         raise ValueError(f"{path}: labels contain {low}; class indices must be 0, 1, ...")
+    if class_names is None:
+        present = set().union(*(np.unique(flat[split]).tolist() for split in SPLITS))
+        unused = sorted(set(range(high + 1)) - present)
+        if unused:
+            shown = ", ".join(map(str, unused[:5])) + (", ..." if len(unused) > 5 else "")
+            raise ValueError(
+                f"{path}: labels go up to {high} but no image has class {shown}: number the classes 0..K-1 "
+                "without gaps, or name every class with class_names"
+            )
     names = tuple(map(str, class_names if class_names is not None else range(high + 1)))
     if high >= len(names):
         raise ValueError(f"{path}: labels go up to {high} but there are only {len(names)} class names")

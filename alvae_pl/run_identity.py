@@ -1,0 +1,102 @@
+"""What defines a run, so that a resume continues the same run or refuses.
+
+A run continued with ``--ckpt_path last`` must compute what the uninterrupted run would have: same data, pool,
+seeds, heuristic and its features, budget and schedule, model and optimiser. How it runs may change: the devices,
+the precision, logging and progress, the checkpoint interval, a lower ``max_labels``, the expert's answers file.
+:func:`resume_differences` compares the configuration a checkpoint was written under with the one given now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+#: Options (and the groups under them) that may differ between a run's checkpoint and the command that continues it.
+MAY_CHANGE_ON_RESUME: tuple[str, ...] = (
+    "ckpt_path",
+    "weights_only",
+    "labels",
+    "trainer.accelerator",
+    "trainer.strategy",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.precision",
+    "trainer.logger",
+    "trainer.callbacks",
+    "trainer.plugins",
+    "trainer.profiler",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.enable_checkpointing",
+    "trainer.log_every_n_steps",
+    "trainer.default_root_dir",
+    "trainer.max_time",
+    "checkpoint",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "data.data_on_device",
+    "data.device_data_limit_gb",
+    "model.init_args.compile",
+    "model.init_args.compile_mode",
+    "model.init_args.compile_backend",
+    "model.init_args.cuda_graph",
+    "model.init_args.train_auroc",
+    "active.oracle.init_args.answers",
+    "active.oracle.init_args.images_per_sheet",
+)
+#: Options that may only go down on resume (a run may end earlier than planned, not later).
+MAY_DECREASE_ON_RESUME = ("active.max_labels",)
+
+
+def flat_settings(config_yaml: str) -> dict[str, Any]:
+    """A dumped configuration as ``{"dotted.key": value}`` (lists kept whole)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+
+    walk(yaml.safe_load(config_yaml) or {}, "")
+    return flat
+
+
+def _may_change(key: str) -> bool:
+    return any(key == option or key.startswith(f"{option}.") for option in MAY_CHANGE_ON_RESUME)
+
+
+def _lower(before: Any, now: Any) -> bool:
+    """``now`` ends the run no later than ``before`` (``None``: not before the pool is used up)."""
+    if now is None:
+        return before is None
+    return before is None or now <= before
+
+
+def _shown(value: Any) -> str:
+    text = value.rsplit(".", 1)[-1] if isinstance(value, str) and value.count(".") >= 2 else repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def resume_differences(run: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The options that define the run and differ, each as ``key (run's value -> value now)``, sorted by key.
+
+    Args:
+        run: :func:`flat_settings` of the configuration the checkpoint was written under.
+        now: the same for the command that continues it.
+
+    Options present on one side only (added or removed by another version of this tool, or belonging to a class
+    the other side does not use, whose ``class_path`` then differs) are not compared.
+    """
+    differences = []
+    for key in sorted(run.keys() & now.keys()):
+        before, after = run[key], now[key]
+        if before == after or _may_change(key):
+            continue
+        if key in MAY_DECREASE_ON_RESUME and _lower(before, after):
+            continue
+        differences.append(f"{key} ({_shown(before)} -> {_shown(after)})")
+    return differences

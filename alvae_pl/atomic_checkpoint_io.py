@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -27,4 +28,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        atomic_write(Path(path), lambda handle: torch.save(checkpoint, handle))
+        # Serialised in memory first (as Lightning does): torch's zip writer turns a failed file write into a
+        # RuntimeError about stream positions, while a plain write of the bytes reports a full disk as such.
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write(Path(path), lambda handle: handle.write(buffer.getbuffer()))

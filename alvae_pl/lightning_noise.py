@@ -7,14 +7,16 @@ import warnings
 
 #: Warnings that say nothing a user of this tool can act on: the active-learning loop ends its run itself after
 #: the last round (Lightning's default ``max_epochs`` only has to leave room for it), train metrics are logged once
-#: per epoch (so no logging interval is too long), the pytree notice is Lightning's own deprecation, and the modules
+#: per epoch (so no logging interval is too long), the pytree notice is Lightning's own deprecation, the modules
 #: in eval mode at the start of training are the frozen VAE encoder that learning loss + VAE carries inside the
-#: task model, on purpose.
+#: task model, on purpose, and a run folder's checkpoint folder is not empty whenever a run is continued (a second
+#: run in the same folder is refused by ``train.py`` itself).
 QUIET_WARNINGS = (
     r"`max_epochs` was not set",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Found \d+ module\(s\) in eval mode at the start of training",
+    r"Checkpoint directory .* exists and is not empty",
 )
 
 

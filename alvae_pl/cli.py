@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import yaml
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from alvae_pl import acquisition
 from alvae_pl.atomic_files import DiskFullError
@@ -37,15 +39,6 @@ _HELD_LOCKS: list[RunLock] = []
 def _is_launching_process() -> bool:
     """Whether this is the process that started the run (global rank zero), not one DDP launched beside it."""
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
-
-
-def _refuse_records_without_checkpoint(folder: Path, last: Path) -> None:
-    found = [name for name in RUN_RECORDS if (folder / name).exists()]
-    if found:
-        raise FileNotFoundError(
-            f"{folder} holds a run ({', '.join(found)}) but not its checkpoint {last}: it cannot be continued; start "
-            "it again in another folder with --trainer.logger.init_args.version <name>"
-        )
 
 
 def check_resume(checkpoint: Path, folder: Path, config_now: str) -> None:
@@ -161,8 +154,8 @@ class AlvaeCLI(LightningCLI):
         if ckpt_path == "last":
             last = RunCheckpoint.last_path(folder, config["checkpoint"].get("dirpath"))
             if not last.is_file():
-                _refuse_records_without_checkpoint(folder, last)
-                # Nothing to continue: a fresh start, without Lightning's warning that there is no checkpoint.
+                # Nothing to continue (or a run killed before its first checkpoint, whose records a fresh start
+                # rewrites to the same): start, without Lightning's warning that there is no checkpoint.
                 self.config_init[self.subcommand]["ckpt_path"] = None
                 return
             ckpt_path = str(last)
@@ -257,6 +250,13 @@ def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
         cli = AlvaeCLI(**CLI_SETTINGS, args=args, run=run)
         failed = False
         return cli
+    except SIGTERMException:  # Lightning stops the fit at the next batch and raises it (a SystemExit with status 0)
+        print(
+            "error: stopped by SIGTERM; continue the run with the same command and --ckpt_path last "
+            "(its last checkpoint is intact)",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + signal.SIGTERM) from None
     except argparse.ArgumentError as error:
         message = str(error)
         if message.startswith("Problems parsing config"):  # a YAML syntax error: jsonargparse names no file

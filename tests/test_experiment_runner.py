@@ -6,6 +6,7 @@ import csv
 import math
 import re
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -169,16 +170,27 @@ def test_jobs_are_variant_major_and_selected_by_index_variant_or_seed(tmp_path: 
         select_jobs(experiment, variants=["base"], index=0)
 
 
+def write_checkpoint(path: Path) -> None:
+    """A stand-in ``last.ckpt`` that reads as a checkpoint (a torch file is a zip archive)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"")
+
+
 def test_run_state_comes_from_the_run_status_and_checkpoint(tmp_path: Path) -> None:
     finished, partial, resumable, empty = (tmp_path / name for name in ("finished", "partial", "resumable", "empty"))
     write_history(finished, [0.5, 0.6, 0.7])
     write_history(partial, [0.5, 0.6], finished=False)
     write_history(resumable, [0.5, 0.6], finished=False)
     (resumable / "checkpoints").mkdir()
-    (resumable / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    write_checkpoint(resumable / "checkpoints" / "last.ckpt")
+    corrupt = tmp_path / "corrupt"
+    write_history(corrupt, [0.5], finished=False)
+    (corrupt / "checkpoints").mkdir()
+    (corrupt / "checkpoints" / "last.ckpt").write_bytes(b"x")  # truncated: no zip archive
     empty.mkdir()
     assert task_run_state(finished) == "finished"
     assert task_run_state(resumable) == "resume"
+    assert task_run_state(corrupt) == "failed"
     assert task_run_state(partial) == "start"  # killed before its first checkpoint: --ckpt_path=last starts afresh
     assert task_run_state(empty) == "start"
     assert task_run_state(tmp_path / "missing") == "start"
@@ -190,7 +202,7 @@ def test_run_skips_finished_resumes_interrupted_and_starts_the_rest(tmp_path: Pa
     interrupted = experiment.run_folder("base", 1)
     write_history(interrupted, [0.5], finished=False)
     (interrupted / "checkpoints").mkdir()
-    (interrupted / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    write_checkpoint(interrupted / "checkpoints" / "last.ckpt")
     fake, lines = FakeTrain(), []
     run_experiment(experiment, select_jobs(experiment), launcher=["fake"], log=lines.append, runner=fake)
 

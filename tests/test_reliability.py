@@ -331,15 +331,6 @@ def test_a_corrupt_checkpoint_is_one_line_and_the_runner_calls_the_run_failed(ru
     assert task_run_state(folder) == "failed"
 
 
-def test_records_without_their_checkpoint_are_refused(run_copy: Path) -> None:
-    folder = run_folder(run_copy)
-    (folder / "checkpoints" / "last.ckpt").unlink()
-    before = snapshot(run_copy)
-    code, stderr = train(run_copy, "--ckpt_path", "last")
-    assert_one_line_error(code, stderr, "holds a run", "but not its checkpoint")
-    assert snapshot(run_copy) == before
-
-
 # ------------------------------------------------------------------------------------------- bad input
 
 
@@ -451,3 +442,64 @@ def is_running(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_sigterm_stops_a_run_in_one_line(tmp_path: Path) -> None:
+    """What a scheduler's preemption sends: exit status 143 (not Lightning's 0), one line, the lock released, the
+    checkpoint readable."""
+    folder = run_folder(tmp_path)
+    checkpoint = folder / "checkpoints" / "last.ckpt"
+    command = [sys.executable, str(REPOSITORY / "train.py"), "fit", "--config", TINY,
+               f"--trainer.logger.init_args.save_dir={tmp_path}", "--active.epochs_first=5000",
+               "--active.max_labels=60", "--checkpoint.min_interval=0", "--trainer.max_epochs=-1"]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:  # training has started
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: stopped by SIGTERM; continue the run with the same command and --ckpt_path last (its last checkpoint "
+        "is intact)"
+    ]
+    assert "Traceback" not in stderr
+    assert not (folder / LOCK_FILENAME).exists()
+    assert torch.load(checkpoint, weights_only=True)["epoch"] >= 0
+
+
+RUNNER_UNDER_SIGTERM = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from alvae_pl.experiments.execution import Interrupted, run_process
+
+    child = [sys.executable, "-c", "import os, time; print('child', os.getpid(), flush=True); time.sleep(120)"]
+    try:
+        run_process(child, Path(sys.argv[1]))
+    except Interrupted as error:
+        print(error, flush=True)
+        sys.exit(1)
+    """
+)
+
+
+def test_a_runner_passes_sigterm_on_and_waits_for_its_run(tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    runner = subprocess.Popen(
+        [sys.executable, "-c", RUNNER_UNDER_SIGTERM, str(log)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPOSITORY)),
+    )
+    started = re.compile(r"^child (\d+)$", re.MULTILINE)
+    deadline = time.monotonic() + 60
+    while not started.search(log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child_pid = int(started.search(log.read_text()).group(1))
+    runner.send_signal(signal.SIGTERM)
+    output, _ = runner.communicate(timeout=60)
+    assert runner.returncode == 1
+    assert output.startswith("stopped by SIGTERM; the run in") and "run the same command again to resume" in output
+    assert not is_running(child_pid)  # the runner returned only once its run had ended

@@ -8,6 +8,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ def run_process(command: Sequence[str], log_path: Path, echo: bool = False) -> P
             stderr=subprocess.STDOUT,
             env=environment,
             preexec_fn=_end_with_parent if sys.platform == "linux" else None,
+            # Its own session: a Ctrl-C in the terminal reaches the runner alone, which passes it on once.
+            start_new_session=True,
         )
         assert process.stdout is not None
         received: list[int] = []
@@ -70,7 +73,9 @@ def run_process(command: Sequence[str], log_path: Path, echo: bool = False) -> P
             received.append(signum)
             process.send_signal(signum)
 
-        previous = signal.signal(signal.SIGTERM, pass_on)
+        # Signal handlers can only be set from the main thread; elsewhere the caller's own handling stays.
+        stoppers = (signal.SIGTERM, signal.SIGINT) if threading.current_thread() is threading.main_thread() else ()
+        previous = {signum: signal.signal(signum, pass_on) for signum in stoppers}
         try:
             while chunk := process.stdout.read1(65536):
                 log.write(chunk)
@@ -81,14 +86,18 @@ def run_process(command: Sequence[str], log_path: Path, echo: bool = False) -> P
                 del tail[: max(0, len(tail) - 65536)]
         finally:
             returncode = process.wait()
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     if received:  # the runner was asked to stop: its run has stopped too (it resumes with the next `run`)
-        raise Interrupted(f"stopped by signal {received[0]}; the run in {log_path.parent} stopped with it")
+        name = signal.Signals(received[0]).name
+        raise Interrupted(
+            f"stopped by {name}; the run in {log_path.parent} stopped with it: run the same command again to resume"
+        )
     return ProcessResult(returncode, tail.decode(errors="replace"))
 
 
 class Interrupted(RuntimeError):
-    """The runner received SIGTERM, passed it on to its run and waited for it to stop."""
+    """The runner received SIGTERM or SIGINT (Ctrl-C), passed it on to its run and waited for it to stop."""
 
 
 def _end_with_parent() -> None:

@@ -114,7 +114,8 @@ def ball_graph(
     x = points.float()
     x_sq = (x * x).sum(1)
     threshold = delta**2
-    sources, targets = [], []
+    sources: list[np.ndarray | None] = []
+    targets: list[np.ndarray | None] = []
     edges = n
     for start in range(0, n, chunk_size):
         rows = slice(start, min(start + chunk_size, n))
@@ -133,13 +134,22 @@ def ball_graph(
                 )
             sources.append((u + start).to("cpu", torch.int32).numpy())
             targets.append((v + column_start).to("cpu", torch.int32).numpy())
-    diagonal = np.arange(n, dtype=np.int32)
-    upper_u, upper_v = np.concatenate([*sources, diagonal[:0]]), np.concatenate([*targets, diagonal[:0]])
-    rows_all = np.concatenate([upper_u, upper_v, diagonal])
-    columns_all = np.concatenate([upper_v, upper_u, diagonal])
-    del sources, targets, upper_u, upper_v
-    data = np.ones(len(rows_all), dtype=np.int8)
-    return sparse.csr_array((data, (rows_all, columns_all)), shape=(n, n))
+    # Both directions and the self-loops, written straight into the final arrays block by block (each block's
+    # pairs freed as they are copied), so the scan's int32 pairs and the COO arrays are never held twice over.
+    rows_all = np.empty(edges, dtype=np.int32)
+    columns_all = np.empty(edges, dtype=np.int32)
+    pairs = (edges - n) // 2
+    rows_all[2 * pairs :] = columns_all[2 * pairs :] = np.arange(n, dtype=np.int32)
+    at = 0
+    for block in range(len(sources)):
+        u, v = sources[block], targets[block]
+        sources[block] = targets[block] = None
+        rows_all[at : at + len(u)], columns_all[at : at + len(u)] = u, v
+        rows_all[pairs + at : pairs + at + len(u)], columns_all[pairs + at : pairs + at + len(u)] = v, u
+        at += len(u)
+    graph = sparse.csr_array((np.ones(edges, dtype=np.int8), (rows_all, columns_all)), shape=(n, n))
+    del rows_all, columns_all
+    return graph
 
 
 def _neighbours(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -150,6 +160,20 @@ def _neighbours(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np
     # Each entry's offset from its row's start, added to that start.
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     return indices[np.repeat(starts, lengths) + offsets]
+
+
+def _count_neighbours(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray, group: int = 1 << 22) -> np.ndarray:
+    """int64 ``[N]``: how many of ``rows`` list each point as a neighbour; rows taken in groups of about ``group``
+    entries, so the temporaries stay ``O(group)`` however many edges the rows hold."""
+    counts = np.zeros(len(indptr) - 1, dtype=np.int64)
+    ends = np.cumsum(indptr[rows + 1] - indptr[rows])
+    start = 0
+    while start < len(rows):
+        done = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, done + group, side="right")))
+        counts += np.bincount(_neighbours(indptr, indices, rows[start:stop]), minlength=len(counts))
+        start = stop
+    return counts
 
 
 def greedy_max_coverage(
@@ -172,8 +196,8 @@ def greedy_max_coverage(
     n = graph.shape[0] - labeled
     covered = np.zeros(graph.shape[0], dtype=bool)
     covered[indices[indptr[0] : indptr[labeled]]] = True  # the labeled rows' neighbour lists are contiguous
-    uncovered_so_far = np.concatenate([[0], np.cumsum(~covered[indices])])
-    gain = (uncovered_so_far[indptr[1:]] - uncovered_so_far[indptr[:-1]])[labeled:].astype(np.int64)
+    # Each ball's size, less one for every covered point in it (the covered points' rows, by symmetry).
+    gain = np.diff(indptr)[labeled:] - _count_neighbours(indptr, indices, np.flatnonzero(covered))[labeled:]
     picked = np.zeros(n, dtype=bool)
     positions, scores = [], []
     for _ in range(budget):
@@ -184,8 +208,7 @@ def greedy_max_coverage(
         ball = indices[indptr[labeled + pick] : indptr[labeled + pick + 1]]
         new = ball[~covered[ball]]
         covered[new] = True
-        losing = _neighbours(indptr, indices, new)
-        np.subtract.at(gain, losing[losing >= labeled].astype(np.int64) - labeled, 1)
+        gain -= _count_neighbours(indptr, indices, new)[labeled:]
         picked[pick] = True
         positions.append(pick)
         scores.append(len(new))

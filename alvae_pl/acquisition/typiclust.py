@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from torch import Tensor
 
 from alvae_pl.acquisition.distance_heuristic import DistanceHeuristic
-from alvae_pl.acquisition.distances import DEFAULT_CHUNK_SIZE, squared_distance_blocks
+from alvae_pl.acquisition.distances import DEFAULT_CHUNK_SIZE
 from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Selection
 
@@ -53,7 +53,7 @@ def typicality(points: Tensor, neighbours: int = DEFAULT_NEIGHBOURS, chunk_size:
 
     A point's duplicates count as neighbours at distance 0, so ``k`` duplicates give ``inf`` (a point alone: ``inf``
     too). Distances are float32 on centred points (see ``prepare_points`` for why centring), blocks of
-    ``chunk_size x chunk_size``; each row block keeps a running ``[chunk_size, k]`` of its nearest, so memory is
+    ``chunk_size x chunk_size``; every point keeps a running list of its ``k`` nearest, so memory is
     ``O(N k + chunk_size**2)``, never ``N x N``. Runs on the points' device.
 
     Args:
@@ -72,21 +72,28 @@ def typicality(points: Tensor, neighbours: int = DEFAULT_NEIGHBOURS, chunk_size:
         return torch.full((n,), float("inf"), dtype=torch.float64)
     x = points.float() - points.float().mean(0)
     x_sq = (x * x).sum(1)
-    nearest = torch.empty(n, k, device=x.device)
-    best: Tensor | None = None
-    for x_rows, y_rows, block in squared_distance_blocks(x, x_sq, x, x_sq, chunk_size):
-        if y_rows.start == 0:
-            best = block.new_full((len(block), k), float("inf"))
-        if x_rows.start < y_rows.stop and y_rows.start < x_rows.stop:  # the block holds each row's own distance 0
-            rows = torch.arange(max(x_rows.start, y_rows.start), min(x_rows.stop, y_rows.stop), device=x.device)
-            block[rows - x_rows.start, rows - y_rows.start] = float("inf")
-        assert best is not None
-        best = torch.topk(torch.cat([best, block], dim=1), k, dim=1, largest=False, sorted=True).values
-        if y_rows.stop == n:
-            nearest[x_rows] = best
+    nearest = x.new_full((n, k), float("inf"))
+    # Blocks on and above the diagonal only: each serves its rows and, transposed, its columns, which halves the
+    # distance work (and a pair's distance is the same number seen from either end).
+    for start in range(0, n, chunk_size):
+        rows = slice(start, min(start + chunk_size, n))
+        for column_start in range(start, n, chunk_size):
+            columns = slice(column_start, min(column_start + chunk_size, n))
+            block = torch.addmm(x_sq[rows, None], x[rows], x[columns].T, alpha=-2).add_(x_sq[None, columns])
+            block.clamp_min_(0)
+            if column_start == start:
+                block.fill_diagonal_(float("inf"))  # a point is not its own neighbour
+            else:
+                nearest[columns] = _smallest(nearest[columns], block.T, k)
+            nearest[rows] = _smallest(nearest[rows], block, k)
     # Summed in sorted order in float64: points with the same neighbour distances (duplicates) tie exactly.
     mean = nearest.sqrt_().double().sum(1).cpu() / k
     return 1.0 / mean
+
+
+def _smallest(best: Tensor, block: Tensor, k: int) -> Tensor:
+    """The ``k`` smallest of each row of ``best`` ``[r, k]`` and ``block`` ``[r, c]`` together, ascending."""
+    return torch.topk(torch.cat([best, block], dim=1), k, dim=1, largest=False, sorted=True).values
 
 
 def cluster_labels(points: Tensor, clusters: int, seed: int, minibatch_above: int = DEFAULT_MINIBATCH_ABOVE) -> Tensor:

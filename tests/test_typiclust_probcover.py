@@ -259,6 +259,9 @@ def test_same_seed_same_picks_distinct_candidates_only(name, m):
     first = picks(0)
     assert first == picks(0)
     assert len(set(first)) == 60 and all(0 <= p < 250 for p in first)
+    if not m:  # the loop's labeled outputs for an empty labeled set: an index and nothing embedded
+        no_rows = {"index": torch.zeros(0, dtype=torch.int64)}
+        assert heuristic.select(cand, no_rows, 60, torch.Generator().manual_seed(0)).positions.tolist() == first
 
 
 @pytest.mark.parametrize("name", sorted(HEURISTICS))

@@ -15,7 +15,7 @@ from alvae_pl.acquisition.distance_heuristic import DistanceHeuristic
 from alvae_pl.acquisition.distances import DEFAULT_CHUNK_SIZE, squared_distance_blocks
 from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Selection
-from alvae_pl.acquisition.typiclust import cluster_labels, combine_points
+from alvae_pl.acquisition.typiclust import cluster_labels, combine_points, feature_points
 
 if TYPE_CHECKING:
     from alvae_pl.data.image_data import ImageData
@@ -293,7 +293,7 @@ class ProbCover(DistanceHeuristic):
     def select(
         self, candidates: dict[str, Tensor], labeled: dict[str, Tensor], budget: int, generator: torch.Generator
     ) -> Selection:
-        points, labeled_points = self.features.combine(candidates, labeled)
+        points, labeled_points = feature_points(self.features, candidates, labeled)
         clusters = self.purity_clusters or self._classes or DEFAULT_PURITY_CLUSTERS
         return prob_cover(
             points,

@@ -48,6 +48,16 @@ def combine_points(candidates: Tensor, labeled: Tensor, budget: int) -> Tensor:
     return points
 
 
+def feature_points(
+    features: FeatureSpace, candidates: dict[str, Tensor], labeled: dict[str, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """``features.combine`` of ``select``'s outputs, an empty labeled set (a cold start) given either as ``{}`` or as
+    outputs with no row (the loop's ``{"index": int64 [0]}``, with nothing embedded)."""
+    if not any(len(value) for value in labeled.values()):
+        labeled = {}
+    return features.combine(candidates, labeled)
+
+
 def typicality(points: Tensor, neighbours: int = DEFAULT_NEIGHBOURS, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
     """The paper's typicality: ``1 / mean distance to the k nearest other points``, ``k = min(neighbours, N - 1)``.
 
@@ -225,7 +235,7 @@ class TypiClust(DistanceHeuristic):
     def select(
         self, candidates: dict[str, Tensor], labeled: dict[str, Tensor], budget: int, generator: torch.Generator
     ) -> Selection:
-        points, labeled_points = self.features.combine(candidates, labeled)
+        points, labeled_points = feature_points(self.features, candidates, labeled)
         return typiclust(
             points,
             labeled_points,

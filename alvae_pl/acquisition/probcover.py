@@ -117,12 +117,18 @@ def ball_graph(
     sources: list[np.ndarray | None] = []
     targets: list[np.ndarray | None] = []
     edges = n
+    # One buffer for every block's distances and one for its mask: allocating them afresh per block, between the
+    # small edge arrays that outlive it, fragments the heap (1.7 GiB held for 37,000 edges at 33,000 points).
+    distance_buffer = x.new_empty(min(chunk_size, n) ** 2)
+    mask_buffer = torch.empty(min(chunk_size, n) ** 2, dtype=torch.bool, device=x.device)
     for start in range(0, n, chunk_size):
         rows = slice(start, min(start + chunk_size, n))
         for column_start in range(start, n, chunk_size):
             columns = slice(column_start, min(column_start + chunk_size, n))
-            block = torch.addmm(x_sq[rows, None], x[rows], x[columns].T, alpha=-2).add_(x_sq[None, columns])
-            within = block < threshold
+            shape = (rows.stop - rows.start, columns.stop - columns.start)
+            block = distance_buffer[: shape[0] * shape[1]].view(shape)
+            torch.addmm(x_sq[rows, None], x[rows], x[columns].T, alpha=-2, out=block).add_(x_sq[None, columns])
+            within = torch.lt(block, threshold, out=mask_buffer[: shape[0] * shape[1]].view(shape))
             if column_start == start:
                 within.triu_(diagonal=1)  # self-loops are added once below, each pair of the block once here
             u, v = within.nonzero(as_tuple=True)
@@ -130,7 +136,7 @@ def ball_graph(
             if edges > max_edges:
                 raise ValueError(
                     f"ProbCover's graph for delta={delta} holds more than max_edges={max_edges} edges; "
-                    "set a smaller delta, or raise max_edges if memory allows (about 17 bytes per edge)"
+                    "set a smaller delta, or raise max_edges if memory allows (about 20 bytes per edge)"
                 )
             sources.append((u + start).to("cpu", torch.int32).numpy())
             targets.append((v + column_start).to("cpu", torch.int32).numpy())

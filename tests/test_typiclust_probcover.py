@@ -284,6 +284,7 @@ def test_constructors_reject_bad_settings():
         TypiClust(max_clusters=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["typiclust", "probcover"])
 def test_one_round_of_train_py_labels_exactly_the_budget(tmp_path: Path, name: str) -> None:
     result = train_in_process(

@@ -193,7 +193,8 @@ def greedy_max_coverage(
     ball containing ``v`` (``v``'s row, by symmetry) loses one, so the whole selection touches each edge at most
     twice, plus one ``argmax`` over the candidates per pick. Ties go to the lowest position. Once every point is
     covered (every ball contains its centre, so no gain is left only then), the rest are drawn uniformly from the
-    candidates not yet picked, with ``generator``, as the reference code does.
+    candidates not yet picked, with ``generator`` (the reference code's plain ``argmax`` of the degrees would then
+    return row 0 again and again, whatever it is).
 
     Returns:
         CPU ``Selection``: positions int64 ``[budget]`` into the candidates (rows ``labeled ..``), scored by how

@@ -308,3 +308,19 @@ def test_one_round_of_train_py_labels_exactly_the_budget(tmp_path: Path, name: s
         assert all(score > 0 for score in scores)  # 1 / mean neighbour distance
     else:
         assert scores == sorted(scores, reverse=True)  # greedy coverage gains never grow
+
+
+def test_distances_come_in_blocks_never_n_by_n(monkeypatch):
+    shapes = []
+    addmm = torch.addmm
+
+    def recording(*args, **kwargs):
+        result = addmm(*args, **kwargs)
+        shapes.append(tuple(result.shape))
+        return result
+
+    monkeypatch.setattr(torch, "addmm", recording)
+    candidates, labeled = clustered_points(200, 20, 4, seed=9)
+    typiclust(torch.from_numpy(candidates), torch.from_numpy(labeled), 10, torch.Generator(), chunk_size=16)
+    prob_cover(torch.from_numpy(candidates), torch.from_numpy(labeled), 10, torch.Generator(), chunk_size=16)
+    assert shapes and max(rows * columns for rows, columns in shapes) <= 16 * 16

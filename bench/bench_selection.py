@@ -52,6 +52,12 @@ with ``--delta`` fixed or, by default, chosen by purity (one more chunked pass, 
 
     python bench/bench_selection.py --sizes 30000 300000 --methods typiclust probcover --threads 1
 
+Both measure all ``N^2 / 2`` distances, so at 300,000 x 544 they take many minutes on one CPU thread (a GPU runs
+the distance blocks). To see ProbCover's graph stay sparse at 300,000 quickly, use few dimensions and a fixed
+radius (17 million edges, 362 MiB, 3 minutes on one thread)::
+
+    python bench/bench_selection.py --sizes 300000 --methods probcover --threads 1 --dim 16 --delta 0.2
+
 Features (``--data``): ``clustered``, the ReLU of a 20-cluster Gaussian mixture (like a trained classifier's
 embeddings), or ``isotropic``, standard normal; float32, seeded; labeled points come from the same distribution.
 """

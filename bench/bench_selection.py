@@ -1,4 +1,5 @@
-"""Time and peak memory of core-set, MedAL and BADGE selection against straightforward reference code.
+"""Time and peak memory of core-set, MedAL and BADGE selection against straightforward reference code (and of
+TypiClust and ProbCover, without one).
 
     python bench/bench_selection.py [--sizes 10000 30000 100000 300000] [--dim 544] [--budget 3000] [--labeled 3000]
         [--device cpu|cuda] [--algorithms auto|lazy|dense ...] [--no-reference]
@@ -42,6 +43,21 @@ is extrapolated to the budget (core-set: linearly; MedAL: in proportion to the l
 which grows from ``m`` to ``m + budget``). Such totals are marked "extrapolated". Each reference's picks are
 checked against the first picks of ours on the same data ("agree" column).
 
+TypiClust and ProbCover (``--methods typiclust probcover``) have no reference row: a dense one needs the
+``N x N`` distance matrix (36 GiB at 100,000). TypiClust clusters the pool and the labeled set into
+``min(labeled + budget, 500)`` clusters (mini-batch k-means) and measures every point's typicality (one chunked
+k-nearest-neighbour pass); ProbCover builds its sparse ball graph on the L2-normalised points and covers greedily,
+with ``--delta`` fixed or, by default, chosen by purity (one more chunked pass, and a 10-cluster k-means); its
+"algorithm" column gives the radius and the graph's edges::
+
+    python bench/bench_selection.py --sizes 30000 300000 --methods typiclust probcover --threads 1
+
+Both measure all ``N^2 / 2`` distances, so at 300,000 x 544 they take many minutes on one CPU thread (a GPU runs
+the distance blocks). To see ProbCover's graph stay sparse at 300,000 quickly, use few dimensions and a fixed
+radius (17 million edges, 362 MiB, 3 minutes on one thread)::
+
+    python bench/bench_selection.py --sizes 300000 --methods probcover --threads 1 --dim 16 --delta 0.2
+
 Features (``--data``): ``clustered``, the ReLU of a 20-cluster Gaussian mixture (like a trained classifier's
 embeddings), or ``isotropic``, standard normal; float32, seeded; labeled points come from the same distribution.
 """
@@ -63,7 +79,9 @@ import numpy as np
 import torch
 from sklearn.metrics import pairwise_distances
 
-METHODS = ("coreset", "medal", "badge")
+METHODS = ("coreset", "medal", "badge", "typiclust", "probcover")
+#: Methods with no reference implementation to compare with.
+WITHOUT_REFERENCE = ("typiclust", "probcover")
 BADGE_CLASSES = 10  # K of the gradient embeddings: MNIST's classes
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing the package.
@@ -72,6 +90,14 @@ sys.path.insert(0, str(REPO_ROOT))
 from alvae_pl.acquisition.badge import GradientEmbeddings, gradient_scale, kmeans_plus_plus  # noqa: E402
 from alvae_pl.acquisition.coreset import ALGORITHMS, choose_algorithm, k_center_greedy  # noqa: E402
 from alvae_pl.acquisition.medal import greedy_mean_distance  # noqa: E402
+from alvae_pl.acquisition.probcover import (  # noqa: E402
+    DEFAULT_PURITY_CLUSTERS,
+    ball_graph,
+    choose_delta,
+    greedy_max_coverage,
+    normalize_rows,
+)
+from alvae_pl.acquisition.typiclust import cluster_labels, combine_points, typiclust  # noqa: E402
 
 
 def make_features(n: int, m: int, dim: int, data: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,9 +136,39 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def prob_cover_steps(
+    pool: torch.Tensor, labeled: torch.Tensor, budget: int, generator: torch.Generator, delta: float | None
+) -> tuple:
+    """``alvae_pl.acquisition.probcover.prob_cover`` step by step, to report the radius and the graph's size."""
+    points = normalize_rows(combine_points(pool, labeled, budget))
+    if delta is None:
+        seed = int(torch.randint(2**31 - 1, (), generator=generator))
+        delta = choose_delta(points, cluster_labels(points, DEFAULT_PURITY_CLUSTERS, seed))
+    graph = ball_graph(points, delta)
+    selection = greedy_max_coverage(graph, len(labeled), budget, generator)
+    return selection, f"delta={delta:g} ({'fixed' if BENCH_DELTA is not None else 'by purity'}), {graph.nnz:,} edges"
+
+
+#: ``--delta`` of a worker (None: chosen by purity).
+BENCH_DELTA: float | None = None
+
+
 def ours(method: str, algorithm: str, pool: torch.Tensor, labeled: torch.Tensor, budget: int) -> dict:
     """Times one selection on the features' device; on CUDA also measures its GPU memory ("peak_mib")."""
-    if method == "coreset":
+    if method == "probcover":
+        if pool.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            allocated_before = torch.cuda.memory_allocated()
+        start = time.perf_counter()
+        selection, ran = prob_cover_steps(pool, labeled, budget, torch.Generator().manual_seed(0), BENCH_DELTA)
+        seconds = time.perf_counter() - start
+        result = {"seconds": seconds, "picks": selection.positions.tolist(), "algorithm": ran}
+        if pool.device.type == "cuda":
+            result["peak_mib"] = (torch.cuda.max_memory_allocated() - allocated_before) / 2**20
+        return result
+    if method == "typiclust":
+        select, ran = typiclust, "k-means + chunked kNN"
+    elif method == "coreset":
         select = functools.partial(k_center_greedy, algorithm=algorithm)
         ran = choose_algorithm(algorithm, pool.device)
     elif (
@@ -201,6 +257,8 @@ def reference_badge(scale: np.ndarray, embedding: np.ndarray, budget: int, max_p
 
 def run_case(args: argparse.Namespace) -> None:
     """Worker: one implementation on one pool, printing a JSON line."""
+    global BENCH_DELTA
+    BENCH_DELTA = args.delta
     if args.method == "badge":
         pool, labeled = make_badge_inputs(args.size, args.dim, args.data)
     else:
@@ -222,7 +280,7 @@ def spawn(method: str, impl: str, size: int, args: argparse.Namespace, algorithm
         sys.executable, __file__, "--worker", method, impl, "--size", str(size), "--dim", str(args.dim),
         "--budget", str(args.budget), "--labeled", str(args.labeled), "--ref-picks", str(args.ref_picks),
         "--ref-seconds", str(args.ref_seconds), "--data", args.data, "--device", args.device,
-        "--algorithm", algorithm,
+        "--algorithm", algorithm, *(["--delta", str(args.delta)] if args.delta is not None else []),
     ]  # fmt: skip
     env = dict(os.environ)
     if args.threads:
@@ -251,6 +309,7 @@ def main() -> None:
         "--algorithms", nargs="+", choices=ALGORITHMS, default=["auto"], help="core-set's k-center algorithm(s)"
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the (CPU, sklearn) references")
+    parser.add_argument("--delta", type=float, help="ProbCover's radius (default: chosen by purity)")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "IMPL"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="auto", help=argparse.SUPPRESS)
@@ -274,7 +333,8 @@ def main() -> None:
     for method in args.methods:
         for size in args.sizes:
             # One reference per pool, shared by the rows of every algorithm.
-            reference = None if args.no_reference else spawn(method, "reference", size, args)
+            skip_reference = args.no_reference or method in WITHOUT_REFERENCE
+            reference = None if skip_reference else spawn(method, "reference", size, args)
             for algorithm in args.algorithms if method == "coreset" else ["auto"]:
                 ours_result = spawn(method, "ours", size, args, algorithm)
                 cells = [method, ours_result["algorithm"], str(size), f"{ours_result['seconds']:.2f}"]

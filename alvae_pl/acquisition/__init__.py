@@ -10,7 +10,9 @@ from alvae_pl.acquisition.learning_loss import LearningLoss
 from alvae_pl.acquisition.least_confidence import LeastConfidence
 from alvae_pl.acquisition.margin import Margin
 from alvae_pl.acquisition.medal import MedAL
+from alvae_pl.acquisition.probcover import ProbCover
 from alvae_pl.acquisition.random_sampling import RandomSampling
+from alvae_pl.acquisition.typiclust import TypiClust
 
 __all__ = [
     "BADGE",
@@ -22,6 +24,8 @@ __all__ = [
     "LeastConfidence",
     "Margin",
     "MedAL",
+    "ProbCover",
     "RandomSampling",
     "Selection",
+    "TypiClust",
 ]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's GPU tables in one go, on one CUDA GPU (about 11 minutes on an H200): the CUDA-graph step's tests,
+# The GPU tables of docs/benchmarks.md in one go, on one CUDA GPU (about 11 minutes on an H200): the CUDA-graph step's tests,
 # the training step against its CUDA-graph ceiling, one paper MNIST run of 3 rounds (fp32 and bf16-mixed) and
 # selection at 300,000 candidates, BADGE selection at 30,000, and BALD and BADGE through train.py. Each part runs
 # under its own time limit, so one failure leaves the others' tables.

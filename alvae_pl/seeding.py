@@ -6,6 +6,7 @@ from __future__ import annotations
 SHUFFLE_STREAM = 1  # the training shuffle of each epoch (SeededBatchSampler)
 ACQUISITION_STREAM = 7919  # each round's acquisition (ActiveLearningLoop), index round + 1
 DROPOUT_STREAM = 104_729  # each epoch's dropout masks on each rank (TaskModel), index epoch * world + rank + 1
+START_STREAM = 15_485_863  # the choice of the initial labels by a strategy (ActiveLearningLoop.start), index 1
 LABEL_AWARE_VAE_STREAM = 1_299_709  # each round's retraining of a label-aware VAE (ActiveLearningLoop), index round + 1
 
 

@@ -88,6 +88,8 @@ class FeatureSpace:
             float32 ``(candidate_points [n, D], labeled_points [m, D])`` with ``D = Dt`` (+ ``Dv`` with a VAE; ``Dv``
             alone with ``task_weight`` 0), on the candidates' device.
         """
+        if "index" in labeled and len(labeled["index"]) == 0:  # no labels yet (a cold start): nothing was embedded
+            labeled = {}
         weights = {TASK_KEY: self.task_weight} if self.task_weight else {}
         if self.vae is not None:
             weights[VAE_KEY] = self.vae.alpha

@@ -13,9 +13,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Heuristic
 from alvae_pl.acquisition.random_sampling import RandomSampling
 from alvae_pl.callbacks.label_aware_retraining import find_label_aware, retrain_label_aware
+from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.callbacks.run_records import CURVE_COLUMNS, HISTORY_COLUMNS, LABELED_COLUMNS, write_csv_atomically
 from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.data.datamodule import ActiveDataModule
@@ -24,7 +26,21 @@ from alvae_pl.models.metrics import compute_metrics
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
 from alvae_pl.run_status import write_run_status
-from alvae_pl.seeding import ACQUISITION_STREAM, derive_seed
+from alvae_pl.seeding import ACQUISITION_STREAM, START_STREAM, derive_seed
+
+
+def _needs_no_task_model(heuristic: Heuristic) -> bool:
+    """Whether ``heuristic`` can choose before any task model exists: it reads no model, or only task-agnostic
+    features (a feature space with ``task_weight: 0``)."""
+    features = getattr(heuristic, "features", None)
+    return not heuristic.uses_model or (isinstance(features, FeatureSpace) and features.task_weight == 0)
+
+
+def save_run_checkpoint(trainer: L.Trainer) -> None:
+    """Have the run's :class:`RunCheckpoint` write ``last.ckpt`` now (every rank calls it: a collective)."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, RunCheckpoint):
+            callback.save_now(trainer)
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -62,8 +78,18 @@ class ActiveLearningLoop(Callback):
     resumed with ``--ckpt_path last`` repeats nothing and skips nothing. The loop's state (round, history,
     selection scores) lives in ``state_dict``; the pool lives in the DataModule's.
 
+    A run may also start with no labels at all (a cold start): ``start`` then chooses the first
+    ``data.initial_labels`` images before any task model exists, on task-agnostic features (TypiClust, ProbCover,
+    k-center on an encoder's features), in ``on_fit_start``; the oracle labels them as round 0's labels (a human one
+    gets ``query_round_0.csv`` and its contact sheet, and the run waits for the answers like any other round).
+
     Args:
         heuristic: how to choose images (random, entropy, core-set, MedAL, learning loss...).
+        start: how to choose the initial labels when the pool has none: a heuristic that needs no task model (its
+            features task-agnostic alone, ``task_weight: 0``, or random sampling). ``None`` (default): the
+            ``data.initial_labels`` drawn at random by ``data.pool_seed`` (the paper's start), or the images a lab's
+            labels file names. Its random choices are seeded by ``data.pool_seed``, so every heuristic compared under
+            one pool seed starts from the same images.
         oracle: who labels the picks: ``None`` reveals the data set's labels (the paper's simulation); a
             :class:`~alvae_pl.oracles.HumanOracle` asks an expert through files in the run folder.
         budget: images labeled per round (paper: 3,000).
@@ -96,12 +122,20 @@ class ActiveLearningLoop(Callback):
         evaluate_test: bool = True,
         validate_every_epoch: bool = False,
         recompute_batch_norm: bool = False,
+        start: Heuristic | None = None,
     ) -> None:
         if budget < 1:
             raise ValueError(f"active.budget must be at least 1, got {budget}")
         if epochs_first < 1 or epochs_increment < 0:
             raise ValueError("active.epochs_first must be >= 1 and active.epochs_increment >= 0")
         self.heuristic = heuristic if heuristic is not None else RandomSampling()
+        if start is not None and not _needs_no_task_model(start):
+            raise ValueError(
+                f"active.start chooses the first labels before any task model exists, but {type(start).__name__} reads "
+                "the task model: give it task-agnostic features alone (features: {vae: ..., task_weight: 0}) or use "
+                "RandomSampling"
+            )
+        self.start = start
         self.oracle = oracle if oracle is not None else SimulatedOracle()
         self.budget = budget
         self.max_labels = max_labels
@@ -183,6 +217,8 @@ class ActiveLearningLoop(Callback):
             rank_zero_info("data.train_on=pool: training on the whole pool, no active learning")
             return
         self._active = True
+        if self.start is not None:
+            datamodule.defer_initial_labels()
         self.heuristic.check_model(pl_module)
         self.oracle.check(datamodule)
         schedule = self.label_schedule(len(datamodule.pool), datamodule.num_initial_labels)
@@ -224,10 +260,30 @@ class ActiveLearningLoop(Callback):
             for features, state in zip(self._label_aware, self._label_aware_state, strict=True):
                 features.load_round_state(state)
             self._label_aware_state = None
+        datamodule: ActiveDataModule = trainer.datamodule
+        if self.start is not None and datamodule.pool.num_labeled == 0 and self.pending is None:
+            self._choose_initial_labels(trainer, pl_module)
+            return
         # Continuing a run that waited for labels: the checkpoint (restored by now) holds the open query. Asked
         # here, before the first train loader of this process is built, so that the round trains on the answers.
         if self.pending is not None and self._settle(trainer):
             self.write_records(trainer)
+
+    def _choose_initial_labels(self, trainer: L.Trainer, model: TaskModel) -> None:
+        """A cold start: ``start`` picks the first images, the oracle labels them as round 0's labels. A human oracle
+        that has not answered yet leaves the query open: the run checkpoints it and stops before training."""
+        datamodule: ActiveDataModule = trainer.datamodule
+        self.start.setup(datamodule.data, model.device)
+        generator = torch.Generator().manual_seed(derive_seed(datamodule.pool_seed, START_STREAM, 1))
+        rank_zero_info(
+            f"Choosing the first {datamodule.planned_initial_labels} labels with {type(self.start).__name__}"
+        )
+        self.pending = self._acquire(
+            trainer, model, datamodule.planned_initial_labels, self.start, generator, round_index=0
+        )
+        if not self._settle(trainer, pause_on_error=True):
+            self.write_records(trainer)
+            save_run_checkpoint(trainer)  # the open query, so that the answers meet the very images asked
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Resumed from the checkpoint of a finished run, or still waiting for labels: nothing to train.
@@ -308,7 +364,15 @@ class ActiveLearningLoop(Callback):
         last_round = self.round_index + 1 >= len(self._schedule) or pool.num_unlabeled == 0
         if not last_round:
             started = time.perf_counter()
-            self.pending = self._acquire(trainer, model, self._schedule[self.round_index + 1] - pool.num_labeled)
+            generator = torch.Generator().manual_seed(round_seed(self.seed, self.round_index))
+            self.pending = self._acquire(
+                trainer,
+                model,
+                self._schedule[self.round_index + 1] - pool.num_labeled,
+                self.heuristic,
+                generator,
+                round_index=self.round_index + 1,
+            )
             # A bad answers file here must not lose the round just trained: it pauses the run like missing answers.
             self._settle(trainer, pause_on_error=True)
             row["acquisition_seconds"] = time.perf_counter() - started
@@ -360,41 +424,52 @@ class ActiveLearningLoop(Callback):
         self.pause_message = None
         return True
 
-    def _acquire(self, trainer: L.Trainer, model: TaskModel, budget: int) -> Query:
+    def _acquire(
+        self,
+        trainer: L.Trainer,
+        model: TaskModel,
+        budget: int,
+        heuristic: Heuristic,
+        generator: torch.Generator,
+        round_index: int,
+    ) -> Query:
+        """``heuristic``'s ``budget`` picks among the unlabeled pool, for the round ``round_index`` that trains on
+        them: embedding sharded over the ranks, selection on rank zero, broadcast."""
         datamodule: ActiveDataModule = trainer.datamodule
         pool = datamodule.pool
-        if budget < self.budget:
+        if round_index > 0 and budget < self.budget:
             limit = "the pool is used up" if budget == pool.num_unlabeled else "active.max_labels is reached"
             rank_zero_warn(f"The last acquisition labels {budget} images instead of {self.budget}: then {limit}.")
-        generator = torch.Generator().manual_seed(round_seed(self.seed, self.round_index))
-        self.heuristic.start_acquisition(generator)
-        candidates = self.heuristic.candidates(pool.unlabeled, generator)
+        heuristic.start_acquisition(generator)
+        candidates = heuristic.candidates(pool.unlabeled, generator)
         if len(candidates) < budget:
-            raise ValueError(f"{type(self.heuristic).__name__} offered {len(candidates)} candidates for {budget} picks")
-        candidate_outputs = self._embed(trainer, model, candidates, "Embedding unlabeled pool")
+            raise ValueError(f"{type(heuristic).__name__} offered {len(candidates)} candidates for {budget} picks")
+        candidate_outputs = self._embed(trainer, model, heuristic, candidates, "Embedding unlabeled pool")
         labeled_outputs = (
-            self._embed(trainer, model, pool.labeled, "Embedding labeled set")
-            if self.heuristic.uses_labeled
+            self._embed(trainer, model, heuristic, pool.labeled, "Embedding labeled set")
+            if heuristic.uses_labeled
             else {"index": pool.labeled}
         )
         selection = None
         if trainer.is_global_zero:
-            selection = self.heuristic.select(candidate_outputs, labeled_outputs, budget, generator)
+            selection = heuristic.select(candidate_outputs, labeled_outputs, budget, generator)
             selection = (selection.positions.cpu(), selection.scores.detach().float().cpu())
         positions, scores = trainer.strategy.broadcast(selection, src=0)
         if len(positions) != budget or len(positions.unique()) != budget:
-            raise RuntimeError(f"{type(self.heuristic).__name__} returned {len(positions)} picks, expected {budget}")
-        return Query(round_index=self.round_index + 1, positions=candidates[positions], scores=scores)
+            raise RuntimeError(f"{type(heuristic).__name__} returned {len(positions)} picks, expected {budget}")
+        return Query(round_index=round_index, positions=candidates[positions], scores=scores)
 
-    def _embed(self, trainer: L.Trainer, model: TaskModel, positions: Tensor, description: str) -> dict[str, Tensor]:
+    def _embed(
+        self, trainer: L.Trainer, model: TaskModel, heuristic: Heuristic, positions: Tensor, description: str
+    ) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {}
-        if self.heuristic.uses_model and len(positions):
+        if heuristic.uses_model and len(positions):
             datamodule: ActiveDataModule = trainer.datamodule
             outputs = sharded_inference(
                 trainer,
                 model,
                 len(positions),
-                lambda rows: self.heuristic.embed(model, datamodule.pool_images(positions[rows]).to(model.device)),
+                lambda rows: heuristic.embed(model, datamodule.pool_images(positions[rows]).to(model.device)),
                 datamodule.eval_batch_size,
                 description,
             )

@@ -89,6 +89,11 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking or not self._due(trainer):
             return
+        self.save_now(trainer)
+
+    def save_now(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` now: after an epoch, or when the loop stops before training (a cold start waiting for
+        an expert's first labels). A collective under DDP: every rank calls it."""
         started = time.perf_counter()
         filepath = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
         self.last_model_path = filepath  # part of the saved state: set before saving

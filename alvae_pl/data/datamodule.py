@@ -78,21 +78,42 @@ class ActiveDataModule(L.LightningDataModule):
         # lab's source reloads only the labels its file held at the start.
         self._revealed_positions = torch.empty(0, dtype=torch.int64)
         self._revealed_targets = torch.empty(0, dtype=torch.int64)
+        self._defer_initial = False
 
     @cached_property
     def data(self) -> ImageData:
         """The data set, loaded once on first use."""
         return self.source.load()
 
+    def defer_initial_labels(self) -> None:
+        """Start the pool with no labeled image: a strategy chooses the initial labels before round one (a cold start,
+        ``ActiveLearningLoop.start``). Called before the pool is first used."""
+        if "pool" in self.__dict__:
+            raise RuntimeError("defer_initial_labels must come before the pool is built")
+        self._defer_initial = True
+
+    @property
+    def planned_initial_labels(self) -> int:
+        """How many images a cold start labels: ``initial_labels`` (the paper's 3,000 when unset)."""
+        return 3000 if self.initial_labels is None else self.initial_labels
+
     @cached_property
     def pool(self) -> LabelPool:
         known = self.data.train_known
+        defer = self._defer_initial
         if bool(known.all()):
             # Training on the whole pool (the VAE) leaves the labeled set unused; one image keeps its invariants.
             default = 3000 if self.train_on == "labeled" else 1
             initial = default if self.initial_labels is None else self.initial_labels
-            return LabelPool(len(self.data.train), self.pool_size, initial, self.pool_seed)
+            return LabelPool(len(self.data.train), self.pool_size, initial, self.pool_seed, defer_initial=defer)
         positions = known.nonzero().squeeze(1)
+        if defer and len(positions) == 0:  # a lab with no labels at all: the run chooses the first images
+            if self.initial_labels is None:
+                raise ValueError(
+                    "no pool image has a label yet and active.start chooses the first ones: set data.initial_labels "
+                    "to how many images the expert labels first"
+                )
+            return LabelPool(len(self.data.train), self.pool_size, 0, self.pool_seed, positions, defer_initial=True)
         if self.initial_labels is not None and self.initial_labels != len(positions):
             raise ValueError(
                 f"data.initial_labels={self.initial_labels}, but the labels file names {len(positions)} labeled "
@@ -102,7 +123,9 @@ class ActiveDataModule(L.LightningDataModule):
 
     @property
     def num_initial_labels(self) -> int:
-        """How many pool images are labeled before round one."""
+        """How many pool images are labeled before round one (for a cold start not chosen yet: how many will be)."""
+        if self.pool.deferred_initial and self.pool.num_labeled == 0:
+            return self.planned_initial_labels
         return int((self.pool.labeled_rounds == 0).sum())
 
     @property
@@ -222,7 +245,12 @@ class ActiveDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pool.load_state_dict(state_dict["pool"])
         saved = state_dict.get("initial_targets")  # absent from checkpoints of earlier releases
-        if saved is not None and not torch.equal(saved, self.pool_targets(self._initial_positions())):
+        # Initial labels an oracle gave (a cold start's) come back with the revealed labels below: compare only those
+        # a labels file or the data set itself gives.
+        given = ~torch.isin(
+            self._initial_positions(), state_dict.get("revealed_positions", torch.empty(0, dtype=torch.int64))
+        )
+        if saved is not None and not torch.equal(saved[given], self.pool_targets(self._initial_positions()[given])):
             raise ValueError(
                 "the labels of the initial images differ from the checkpoint's: a labels file edited after the run "
                 "started? Restore it, or start a new run in another folder"

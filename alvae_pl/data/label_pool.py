@@ -24,6 +24,9 @@ class LabelPool:
             every heuristic compared under the same ``pool_seed`` starts from the same labels.
         initial_positions: pool positions already labeled by a person (a lab's labels file) instead of
             ``initial_labels`` drawn at random; the pool is then the whole train split.
+        defer_initial: start with no labeled image; a strategy chooses the initial labels later (a cold start:
+            ``ActiveLearningLoop.start``). The pool subset is the one ``pool_seed`` draws either way, so a cold start
+            and a random start of the same seed choose from the same images.
     """
 
     def __init__(
@@ -33,15 +36,20 @@ class LabelPool:
         initial_labels: int,
         pool_seed: int,
         initial_positions: Tensor | None = None,
+        defer_initial: bool = False,
     ) -> None:
+        self.deferred_initial = defer_initial
         if initial_positions is not None:
             if pool_size not in (None, train_size):
                 raise ValueError(
                     f"pool_size={pool_size}, but a pool whose labels a person gives is the whole folder of "
                     f"{train_size} images: set data.pool_size: null"
                 )
-            if len(initial_positions) == 0:
-                raise ValueError("no pool image has a label yet: label a few in the labels CSV, then start the run")
+            if len(initial_positions) == 0 and not defer_initial:
+                raise ValueError(
+                    "no pool image has a label yet: label a few in the labels CSV, or have the run choose the first "
+                    "ones (active.start, e.g. configs/heuristics/start_typiclust.yaml), then start the run"
+                )
             self.dataset_indices = torch.arange(train_size)
             self._is_labeled = torch.zeros(train_size, dtype=torch.bool)
             self._order = torch.empty(0, dtype=torch.int64)
@@ -54,7 +62,7 @@ class LabelPool:
                 f"pool_size={pool_size} but the train split has {train_size} images: "
                 f"set data.pool_size between 1 and {train_size}"
             )
-        if not 0 < initial_labels <= pool_size:
+        if not defer_initial and not 0 < initial_labels <= pool_size:
             raise ValueError(
                 f"initial_labels={initial_labels} but the pool has {pool_size} images: "
                 f"set data.initial_labels between 1 and {pool_size}"
@@ -64,7 +72,8 @@ class LabelPool:
         self._is_labeled = torch.zeros(pool_size, dtype=torch.bool)
         self._order = torch.empty(0, dtype=torch.int64)
         self._rounds = torch.empty(0, dtype=torch.int64)
-        self.label(torch.randperm(pool_size, generator=generator)[:initial_labels].sort().values, round_index=0)
+        if not defer_initial:
+            self.label(torch.randperm(pool_size, generator=generator)[:initial_labels].sort().values, round_index=0)
 
     def __len__(self) -> int:
         return len(self.dataset_indices)
@@ -126,7 +135,8 @@ class LabelPool:
                 "data.source, data.pool_size and data.pool_seed as the run that wrote it"
             )
         initial = self._order[self._rounds == 0].sort().values
-        if not torch.equal(state["labeled"][state["labeled_rounds"] == 0].sort().values, initial):
+        chosen_later = self.deferred_initial and len(initial) == 0  # a cold start's picks live in the state alone
+        if not chosen_later and not torch.equal(state["labeled"][state["labeled_rounds"] == 0].sort().values, initial):
             raise ValueError(
                 "the checkpoint's initial labels differ from this configuration's: resume with the same "
                 "data.initial_labels (or, for a folder of images, the same labels file) as the run that wrote it"

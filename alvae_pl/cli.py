@@ -30,6 +30,9 @@ from alvae_pl.oracles import HumanOracle
 from alvae_pl.run_identity import flat_settings, resume_differences
 from alvae_pl.run_lock import RunFolderBusy, RunLock
 
+#: ``train.py``'s exit status when a run stopped to wait for an expert's labels (0: finished; 2: a one-line error;
+#: 143: stopped by SIGTERM; 1: an unexpected error, with its traceback).
+EXIT_WAITING_FOR_LABELS = 3
 #: Files whose presence means a run folder holds a run.
 RUN_RECORDS = ("history.csv", "labeled.csv", "checkpoints/last.ckpt")
 #: The run folder locks this process holds; released by ``main`` however the run ends.
@@ -41,9 +44,13 @@ def _is_launching_process() -> bool:
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def check_resume(checkpoint: Path, folder: Path, config_now: str) -> None:
+class RunFinished(Exception):
+    """A finished run was continued: its message is the closing line, and nothing is trained or written."""
+
+
+def check_resume(checkpoint: Path, folder: Path, config_now: str) -> dict[str, Any]:
     """Refuses, in one line, a checkpoint that cannot be read, or one written under settings that define another run
-    (:mod:`alvae_pl.run_identity`) than ``config_now``."""
+    (:mod:`alvae_pl.run_identity`) than ``config_now``; returns the checkpoint (tensors memory-mapped)."""
     if not checkpoint.is_file():
         raise FileNotFoundError(f"--ckpt_path {checkpoint}: no such checkpoint file")
     try:
@@ -60,7 +67,7 @@ def check_resume(checkpoint: Path, folder: Path, config_now: str) -> None:
     if config_then is None and (folder / "config.yaml").is_file():  # written before checkpoints held their config
         config_then = (folder / "config.yaml").read_text()
     if config_then is None:
-        return
+        return state
     differences = resume_differences(flat_settings(config_then), flat_settings(config_now))
     if differences:
         raise ValueError(
@@ -68,6 +75,7 @@ def check_resume(checkpoint: Path, folder: Path, config_now: str) -> None:
             "settings (its config.yaml), or start a new run in another folder with --trainer.logger.init_args.version "
             "<name>"
         )
+    return state
 
 
 class CorruptCheckpoint(ValueError):
@@ -167,17 +175,40 @@ class AlvaeCLI(LightningCLI):
                     "a new one in another folder with --trainer.logger.init_args.version <name>"
                 )
             return
-        check_resume(Path(ckpt_path), folder, self._save_config_callback_text())
+        state = check_resume(Path(ckpt_path), folder, self._save_config_callback_text())
+        loop_state = state.get("callbacks", {}).get("ActiveLearningLoop") or {}
+        if loop_state.get("finished") and loop_state.get("history"):
+            # Nothing to train and nothing to write (not even a TensorBoard events file): say so and stop.
+            history = loop_state["history"]
+            rounds = f"{len(history)} round{'s' if len(history) > 1 else ''}"
+            raise RunFinished(
+                f"Nothing to do: this run finished earlier ({rounds}, {history[-1]['labels']} labels); records in "
+                f"{folder} (history.csv, labeled.csv)"
+            )
 
     def _save_config_callback_text(self) -> str:
         record = next(c for c in self.trainer.callbacks if isinstance(c, RunConfigRecord))
         return record.config_text()
 
     def after_fit(self) -> None:
-        """A run that waits for an expert's labels ends with the one line that says what to do next."""
-        loop = next((c for c in self.trainer.callbacks if isinstance(c, ActiveLearningLoop)), None)
-        if loop is not None and loop.pause_message is not None and self.trainer.is_global_zero:
-            print(loop.pause_message, file=sys.stderr)
+        """The run's closing line: finished (where its records are), finished earlier, or waiting for an expert's
+        labels (what to do next)."""
+        loop = self.loop
+        line = loop.closing_line() if loop is not None else None
+        if line is not None and self.trainer.is_global_zero:
+            print(line, file=sys.stderr)
+
+    @property
+    def loop(self) -> ActiveLearningLoop | None:
+        """The run's active-learning loop (``None`` before the Trainer exists)."""
+        trainer = getattr(self, "trainer", None)
+        return next((c for c in trainer.callbacks if isinstance(c, ActiveLearningLoop)), None) if trainer else None
+
+    def exit_status(self) -> int:
+        """``train.py``'s exit status once ``fit`` returned: :data:`EXIT_WAITING_FOR_LABELS` when the run stopped
+        for an expert's answers, 0 otherwise (finished, or a run without rounds)."""
+        loop = self.loop
+        return EXIT_WAITING_FOR_LABELS if loop is not None and loop.pending is not None else 0
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         """Adds a :class:`ThrottledProgressBar` unless the bar is off or the user configured one."""
@@ -242,14 +273,19 @@ CLI_SETTINGS: dict[str, Any] = {
 }
 
 
-def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI:
-    """Entry point; ``args`` lets tests drive the CLI in-process. Known bad input exits with one line."""
+def main(args: list[str] | None = None, run: bool = True) -> AlvaeCLI | None:
+    """Entry point; ``args`` lets tests drive the CLI in-process. Known bad input exits with one line. Returns the
+    CLI, or ``None`` when a finished run was continued (its closing line printed, nothing done)."""
     quiet_lightning()
     failed = True
     try:
         cli = AlvaeCLI(**CLI_SETTINGS, args=args, run=run)
         failed = False
         return cli
+    except RunFinished as finished:
+        failed = False
+        print(finished, file=sys.stderr)
+        return None
     except SIGTERMException:  # Lightning stops the fit at the next batch and raises it (a SystemExit with status 0)
         print(
             "error: stopped by SIGTERM; continue the run with the same command and --ckpt_path last "

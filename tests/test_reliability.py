@@ -4,6 +4,7 @@ one line for every bad input, and a refused run that leaves every file as it was
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import hashlib
 import io
@@ -297,13 +298,22 @@ def test_a_resume_with_the_same_settings_writes_no_second_config(tmp_path: Path)
     assert {name: (folder / name).read_bytes() for name in records} == records
 
 
-def test_what_may_change_on_resume_is_accepted_and_recorded(run_copy: Path) -> None:
-    folder = run_folder(run_copy)
-    code, stderr = train(
-        run_copy, "--ckpt_path", "last", "--trainer.enable_progress_bar=true", "--checkpoint.min_interval=5"
-    )
+def test_what_may_change_on_resume_is_accepted_and_recorded(tmp_path: Path) -> None:
+    kill = tmp_path / "kill.yaml"  # killed while round one's checkpoint is written: round 0 is in the last one
+    kill.write_text("trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: "
+                    "{at_checkpoint_of_epoch: 1}\n")  # fmt: skip
+    command = [sys.executable, str(REPOSITORY / "train.py"), "fit", "--config", TINY, "--config", str(kill),
+               f"--trainer.logger.init_args.save_dir={tmp_path}", "--checkpoint.min_interval=0"]  # fmt: skip
+    helpers = os.pathsep.join([str(REPOSITORY), str(REPOSITORY / "tests" / "helpers")])
+    killed = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=helpers))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    folder = run_folder(tmp_path)
+    code, stderr = train(tmp_path, "--ckpt_path", "last", "--trainer.enable_progress_bar=true",
+                         "--checkpoint.min_interval=5")  # fmt: skip
     assert code == 0, stderr[-3000:]
     assert "min_interval: 5.0" in (folder / "config_2.yaml").read_text()
+    with open(folder / "history.csv") as history:
+        assert [row["labels"] for row in csv.DictReader(history)] == ["60", "120"]
 
 
 def test_what_defines_a_run_against_what_may_change() -> None:

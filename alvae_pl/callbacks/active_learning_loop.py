@@ -168,6 +168,8 @@ class ActiveLearningLoop(Callback):
         self._active = False
         #: The epoch at which the latest round ended in this process (``-1``: none yet); read by ``RunCheckpoint``.
         self.last_round_end_epoch = -1
+        #: Rounds this process trained (0 for a rerun of a finished run, or a run still waiting for labels).
+        self.rounds_this_process = 0
 
     @property
     def active(self) -> bool:
@@ -377,6 +379,7 @@ class ActiveLearningLoop(Callback):
             self._settle(trainer, pause_on_error=True)
             row["acquisition_seconds"] = time.perf_counter() - started
         self.history.append(row)
+        self.rounds_this_process += 1
         self.finished = last_round
         self._publish(trainer, row)
         self.last_round_end_epoch = trainer.current_epoch
@@ -475,6 +478,25 @@ class ActiveLearningLoop(Callback):
             )
         outputs["index"] = positions
         return outputs
+
+    def closing_line(self) -> str | None:
+        """What the run says last: finished (and where its records are), already finished, or what the expert must
+        do; ``None`` for a run without rounds or one that stopped for another reason."""
+        if not self._active:
+            return None
+        if self.pending is not None and self.pause_message is not None:
+            return self.pause_message
+        if not self.finished or not self.history:
+            return None
+        last = self.history[-1]
+        metrics = ", ".join(
+            f"{key} {last[key]:.4f}" for key in ("val_accuracy", "val_auroc") if not math.isnan(last.get(key, math.nan))
+        )
+        rounds = f"{len(self.history)} round{'s' if len(self.history) > 1 else ''}"
+        where = f"records in {self._run_folder} (history.csv, labeled.csv)"
+        if self.rounds_this_process == 0:  # train.py says so before fitting; this is for other callers of fit
+            return f"Nothing to do: this run finished earlier ({rounds}, {last['labels']} labels); {where}"
+        return f"Finished: {rounds}, {last['labels']} labels, {metrics}; {where}"
 
     # ------------------------------------------------------------------------------------------ records
     def _publish(self, trainer: L.Trainer, row: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alvae_pl.analysis.history import HISTORY_FILENAME, load_history
+from alvae_pl.cli import EXIT_WAITING_FOR_LABELS
 from alvae_pl.experiments.experiment import Experiment
 from alvae_pl.experiments.jobs import (
     STATE_WORDS,
@@ -159,6 +160,9 @@ def _execute(
     started = time.monotonic()
     result = runner(command, folder / LOG_FILENAME, echo)
     took = _duration(time.monotonic() - started)
+    if result.returncode == EXIT_WAITING_FOR_LABELS:
+        log(f"{what}: waits for an expert's labels after {took}; {_tail_lines(result.tail, 1)}")
+        return "waiting for labels"
     if result.returncode != 0:
         raise RunFailed(
             f"{what} failed with exit code {result.returncode} after {took}; run folder {folder}, full output in "

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from alvae_pl.acquisition import TypiClust
 from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
-from alvae_pl.cli import main
+from alvae_pl.cli import EXIT_WAITING_FOR_LABELS, main
 from alvae_pl.data.digits_folder import write_digits_folder
 from alvae_pl.data.label_pool import LabelPool
 from alvae_pl.data.sources import DigitsSource
@@ -120,7 +120,7 @@ def test_a_lab_with_no_labels_gets_its_first_query_before_any_training(
     human = _lab_arguments(lab, tmp_path / "human", *start)
     run = tmp_path / "human" / "lab_digits" / "run"
 
-    main(human)  # no training: the first 20 images go out as round 0's query
+    assert main(human).exit_status() == EXIT_WAITING_FOR_LABELS  # no training: round 0's query goes out
     assert "Round 0 waits for labels: 20 of 20 images" in capsys.readouterr().err
     query = run / "query_round_0.csv"
     assert len(read_csv(query)) == 20
@@ -133,7 +133,8 @@ def test_a_lab_with_no_labels_gets_its_first_query_before_any_training(
     _answer(query, key)
     main(human)  # round 0 trains on the answers; round 1's query goes out
     _answer(run / "query_round_1.csv", key)
-    main(human)
+    assert main(human).exit_status() == 0
+    assert "Finished: 2 rounds, 40 labels" in capsys.readouterr().err
     assert read_run_status(run) == "finished"
 
     # The simulation: every label known, revealed as soon as the start (then the heuristic) picks.

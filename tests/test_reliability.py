@@ -287,15 +287,22 @@ def test_a_resume_with_other_run_settings_is_refused_before_anything_trains(
     assert snapshot(run_copy) == before
 
 
-def test_a_resume_with_the_same_settings_writes_no_second_config(tmp_path: Path) -> None:
+def test_a_finished_run_continued_says_so_and_writes_nothing(tmp_path: Path) -> None:
     code, stderr = train(tmp_path, "--active.max_labels=60")  # one round, in its own folder (save_dir unchanged)
     assert code == 0, stderr[-3000:]
     folder = run_folder(tmp_path)
-    records = {name: (folder / name).read_bytes() for name in ("config.yaml", "history.csv", "labeled.csv")}
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"Finished: 1 round, 60 labels, val_accuracy 0.1852, val_auroc 0.7545; records in {folder}")
+    )
+    before = snapshot(tmp_path)
     code, stderr = train(tmp_path, "--active.max_labels=60", "--ckpt_path", "last")
     assert code == 0, stderr[-3000:]
-    assert not list(folder.glob("config_*.yaml"))
-    assert {name: (folder / name).read_bytes() for name in records} == records
+    assert stderr.strip().splitlines()[-1] == (
+        f"Nothing to do: this run finished earlier (1 round, 60 labels); records in {folder} (history.csv, labeled.csv)"
+    )
+    assert snapshot(tmp_path) == before  # no config_2.yaml, no events file, nothing rewritten
 
 
 def test_what_may_change_on_resume_is_accepted_and_recorded(tmp_path: Path) -> None:

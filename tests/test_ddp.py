@@ -35,9 +35,37 @@ def test_ddp_selects_what_one_process_does(tmp_path: Path, config: str, overlay:
     """The same picks in the same order; scores and metrics equal up to float rounding (each rank embeds other
     batches, so matrix products sum in another order)."""
     overlays = cli_runs.overlay(overlay) if overlay else []
-    single = train(config, tmp_path / "single", *FROZEN, *overlays, "--trainer.devices=1")
+    assert_ddp_equals_one_process(tmp_path, config, [*FROZEN, *overlays])
+
+
+def test_ddp_cold_start_picks_what_one_process_does(tmp_path: Path) -> None:
+    """A start with no labels (TypiClust on VAE features, before any task model) under DDP: the pool embedded in
+    shards, the first picks made on rank zero and broadcast, then core-set's rounds."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from alvae_pl.data.sources import DigitsSource
+    from alvae_pl.models.vae import VAE
+
+    images = DigitsSource().load().train.images[:128]
+    torch.manual_seed(0)
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(VAE(), DataLoader(TensorDataset(images, torch.zeros(len(images))), batch_size=64))
+    trainer.save_checkpoint(tmp_path / "vae.ckpt")
+    start = tmp_path / "start.yaml"
+    start.write_text(
+        "active:\n  start:\n    class_path: alvae_pl.acquisition.TypiClust\n    init_args:\n      features:\n"
+        f"        vae: {{checkpoint: {tmp_path / 'vae.ckpt'}}}\n        task_weight: 0\n"
+    )
+    assert_ddp_equals_one_process(tmp_path, "digits_coreset.yaml", [*FROZEN, "--config", str(start)])
+
+
+def assert_ddp_equals_one_process(tmp_path: Path, config: str, arguments: list[str]) -> None:
+    single = train(config, tmp_path / "single", *arguments, "--trainer.devices=1")
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = train(config, tmp_path / "ddp", *FROZEN, *overlays, *DDP, timeout=500)
+    ddp = train(config, tmp_path / "ddp", *arguments, *DDP, timeout=500)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     name = config.removesuffix(".yaml")
     one, two = (tmp_path / kind / name / "seed_0" for kind in ("single", "ddp"))

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-# The tests' helper modules (tests/helpers/: train.py drivers, probe callbacks) import by their own names, here as in
-# the train.py subprocesses the tests start (cli_runs.train puts the folder on their PYTHONPATH).
-sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 CHEST_FINDINGS = 14
 
@@ -101,7 +96,7 @@ def multiclass_npz(tmp_path: Path) -> Path:
 def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """``reference_run(config, *options)``: the run folder of an uninterrupted ``train.py`` run, made once per
     session for each (config, options) and shared by the tests that compare other runs against it."""
-    from cli_runs import train
+    from tests.helpers.cli_runs import train
 
     folders: dict[tuple[str, ...], Path] = {}
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cli_runs
 import pytest
-from cli_runs import read_csv, train
+
+from tests.helpers import cli_runs
+from tests.helpers.cli_runs import read_csv, train
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow, pytest.mark.timeout(600)]
 
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
 # Weights that never change: one epoch per round is all the comparison needs (more would train nothing).
 FROZEN = [
-    "--model.class_path=frozen_task_model.FrozenTaskModel",
+    "--model.class_path=tests.helpers.frozen_task_model.FrozenTaskModel",
     "--active.max_labels=120",
     "--active.epochs_first=1",
     "--active.epochs_increment=0",
@@ -59,7 +60,7 @@ def test_ddp_ranks_hold_the_label_aware_vae_rank_zero_trains(tmp_path: Path) -> 
     """Rank zero retrains the label-aware VAE at each round's start and sends its weights: every rank embeds its shard
     of the pool with the same V(u) (a probe gathers each rank's weight checksum after every epoch)."""
     probe = tmp_path / "probe.yaml"
-    probe.write_text("trainer:\n  callbacks:\n    - class_path: vae_probe.LabelAwareVAEProbe\n")
+    probe.write_text("trainer:\n  callbacks:\n    - class_path: tests.helpers.vae_probe.LabelAwareVAEProbe\n")
     arguments = [
         "--config",
         str(cli_runs.REPOSITORY / "configs" / "vae_features" / "label_aware.yaml"),

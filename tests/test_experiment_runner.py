@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from cli_runs import REPOSITORY, TEST_CONFIGS
 from scipy import stats
 
 from alvae_pl.analysis.history import HISTORY_COLUMNS
@@ -23,6 +22,7 @@ from alvae_pl.experiments.execution import ProcessResult, RunFailed, run_experim
 from alvae_pl.experiments.experiment import read_experiment
 from alvae_pl.experiments.jobs import expand_jobs, select_jobs, task_run_state, vae_run_state
 from alvae_pl.run_status import RUN_STATUS_FILE, write_run_status
+from tests.helpers.cli_runs import REPOSITORY, TEST_CONFIGS, TINY
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LABELS = [100, 200, 300]
@@ -533,7 +533,7 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     train_main(["fit", "--config", vae_config, "--trainer.max_epochs=1", *where, *quiet])
     config = str(REPOSITORY / "configs" / "digits_coreset.yaml")
     single_round = ["--data.initial_labels=50", "--active.max_labels=50", "--active.epochs_first=1"]
-    train_main(["fit", "--config", config, *single_round, *where, *quiet])
+    train_main(["fit", "--config", config, *TINY, *single_round, *where, *quiet])
     return root / "digits_coreset" / "seed_0", root / "vae_digits" / "seed_0" / "checkpoints" / "last.ckpt"
 
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# One intra-op thread in the test process and in every process it starts (train.py, the experiment runner's runs, DDP
+# ranks inherit OMP_NUM_THREADS). On this project's 2-core machine, shared while the tests run (a train.py subprocess
+# beside the waiting test process, two DDP ranks, other users), two OpenMP threads wait on each other at every
+# operator: a step of the tests' narrow ResNet-18 took 0.74-1.13 s with two threads against 0.02-0.06 s with one, on
+# the loaded machine. Both runs a test compares share the setting. OMP_NUM_THREADS set before pytest starts wins.
+TORCH_THREADS = int(os.environ.setdefault("OMP_NUM_THREADS", "1"))
+torch.set_num_threads(TORCH_THREADS)
 
 CHEST_FINDINGS = 14
 

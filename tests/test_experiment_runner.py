@@ -523,14 +523,15 @@ def test_report_writes_curves_tables_and_scipy_pvalues(tmp_path: Path, capsys: p
 # ----------------------------------------------------------------------------------------------- t-SNE
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A finished one-round digits task run (50 labels, 1 epoch) and a 1-epoch digits VAE, trained in-process."""
+    """A finished one-round digits task run (50 labels, 1 epoch, the tests' narrow ResNet-18) and a digits VAE trained
+    for 1 epoch on 256 images, in-process."""
     from alvae_pl.cli import main as train_main
 
     root = tmp_path_factory.mktemp("tsne")
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
     where = [f"--trainer.logger.init_args.save_dir={root}"]
     vae_config = str(REPOSITORY / "configs" / "vae_digits.yaml")
-    train_main(["fit", "--config", vae_config, "--trainer.max_epochs=1", *where, *quiet])
+    train_main(["fit", "--config", vae_config, "--trainer.max_epochs=1", "--data.pool_size=256", *where, *quiet])
     config = str(REPOSITORY / "configs" / "digits_coreset.yaml")
     single_round = ["--data.initial_labels=50", "--active.max_labels=50", "--active.epochs_first=1"]
     train_main(["fit", "--config", config, *TINY, *single_round, *where, *quiet])

@@ -14,7 +14,8 @@ from tests.helpers.cli_runs import RESNET18, TINY, TWO_ROUNDS, read_csv
 
 @pytest.fixture(scope="module")
 def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A VAE trained on digits by its own config, for one epoch."""
+    """A VAE trained on digits by its own config, for one epoch on 256 of the train split's images (the heuristics read
+    its features; what they know is measured elsewhere)."""
     folder = tmp_path_factory.mktemp("vae")
     main(
         [
@@ -23,6 +24,7 @@ def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "configs/vae_digits.yaml",
             f"--trainer.logger.init_args.save_dir={folder}",
             "--trainer.max_epochs=1",
+            "--data.pool_size=256",
             "--trainer.enable_progress_bar=false",
         ]
     )

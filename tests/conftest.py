@@ -105,8 +105,12 @@ def multiclass_npz(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """``reference_run(config, *options)``: the run folder of an uninterrupted ``train.py`` run, made once per
-    session for each (config, options) and shared by the tests that compare other runs against it."""
-    from tests.helpers.cli_runs import train
+    session for each (config, options) and shared by the tests that compare other runs against it.
+
+    Run in this process (``train_in_process``: the same CLI and settings, one torch thread as in the subprocesses),
+    which saves the ~5-10 s of imports a new interpreter pays; the runs compared against it are subprocesses, so the
+    comparison also checks that a run does not depend on the process it runs in."""
+    from tests.helpers.cli_runs import train_in_process
 
     folders: dict[tuple[str, ...], Path] = {}
 
@@ -114,7 +118,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
         key = (config, *options)
         if key not in folders:
             folder = tmp_path_factory.mktemp("reference")
-            result = train(config, folder, *options)
+            result = train_in_process(config, folder, *options)
             assert result.returncode == 0, result.stderr[-3000:]
             folders[key] = folder / Path(config).stem / "seed_0"
         return folders[key]

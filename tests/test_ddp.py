@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import cli_runs
-from tests.helpers.cli_runs import read_csv, train
+from tests.helpers.cli_runs import read_csv, train, train_in_process
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -36,7 +36,8 @@ def test_ddp_selects_what_one_process_does(tmp_path: Path, config: str, overlay:
     """The same picks in the same order; scores and metrics equal up to float rounding (each rank embeds other
     batches, so matrix products sum in another order)."""
     overlays = cli_runs.overlay(overlay) if overlay else []
-    single = train(config, tmp_path / "single", *FROZEN, *overlays, "--trainer.devices=1")
+    # One process: this one (the DDP run needs train.py's own interpreter, which Lightning launches again per rank).
+    single = train_in_process(config, tmp_path / "single", *FROZEN, *overlays, "--trainer.devices=1")
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = train(config, tmp_path / "ddp", *FROZEN, *overlays, *DDP, timeout=500)
     assert ddp.returncode == 0, ddp.stderr[-3000:]

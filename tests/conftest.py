@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import sys
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-# The tests' helper modules (tests/helpers/: train.py drivers, probe callbacks) import by their own names, here as in
-# the train.py subprocesses the tests start (cli_runs.train puts the folder on their PYTHONPATH).
-sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+# One intra-op thread in the test process and in every process it starts (train.py, the experiment runner's runs, DDP
+# ranks inherit OMP_NUM_THREADS). On this project's 2-core machine, shared while the tests run (a train.py subprocess
+# beside the waiting test process, two DDP ranks, other users), two OpenMP threads wait on each other at every
+# operator: a step of the tests' narrow ResNet-18 took 0.74-1.13 s with two threads against 0.02-0.06 s with one, on
+# the loaded machine. Both runs a test compares share the setting. OMP_NUM_THREADS set before pytest starts wins.
+TORCH_THREADS = int(os.environ.setdefault("OMP_NUM_THREADS", "1"))
+torch.set_num_threads(TORCH_THREADS)
 
 CHEST_FINDINGS = 14
 
@@ -100,8 +105,12 @@ def multiclass_npz(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """``reference_run(config, *options)``: the run folder of an uninterrupted ``train.py`` run, made once per
-    session for each (config, options) and shared by the tests that compare other runs against it."""
-    from cli_runs import train
+    session for each (config, options) and shared by the tests that compare other runs against it.
+
+    Run in this process (``train_in_process``: the same CLI and settings, one torch thread as in the subprocesses),
+    which saves the ~5-10 s of imports a new interpreter pays; the runs compared against it are subprocesses, so the
+    comparison also checks that a run does not depend on the process it runs in."""
+    from tests.helpers.cli_runs import train_in_process
 
     folders: dict[tuple[str, ...], Path] = {}
 
@@ -109,7 +118,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
         key = (config, *options)
         if key not in folders:
             folder = tmp_path_factory.mktemp("reference")
-            result = train(config, folder, *options)
+            result = train_in_process(config, folder, *options)
             assert result.returncode == 0, result.stderr[-3000:]
             folders[key] = folder / Path(config).stem / "seed_0"
         return folders[key]

@@ -7,12 +7,21 @@ from urllib.error import URLError
 
 import pytest
 import torch
-from cli_runs import QUICK, overlay, read_csv, train, train_in_process, without_timings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from alvae_pl.acquisition.entropy import Entropy, prediction_entropy
 from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
 from alvae_pl.cli import main
+from tests.helpers.cli_runs import (
+    QUICK,
+    RESNET18,
+    kill_switch_config,
+    overlay,
+    read_csv,
+    train,
+    train_in_process,
+    without_timings,
+)
 
 
 def test_schedule_follows_the_paper_and_ends_with_what_is_left() -> None:
@@ -41,10 +50,12 @@ def test_entropy_picks_the_most_uncertain_and_sums_findings_for_multilabel() -> 
     assert multilabel.tolist() == pytest.approx([2 * 0.693147, 0.693147], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_digits_run_learns_and_records_every_round(tmp_path: Path) -> None:
-    # The demo config's own settings (batch 16, lr 0.02, batch-norm statistics recomputed), two rounds: 100 -> 200.
+    # The demo config's own settings (the real ResNet-18, batch 16, lr 0.02, batch-norm statistics recomputed), two
+    # rounds: 100 -> 200. The accuracies below are the real network's: this run stays on it.
     demo = ["--data.initial_labels=100", "--data.batch_size=16", "--active.budget=100", "--active.epochs_first=4"]
-    result = train("digits_random.yaml", tmp_path, *demo, "--active.max_labels=200")
+    result = train("digits_random.yaml", tmp_path, *RESNET18, *demo, "--active.max_labels=200")
     assert result.returncode == 0, result.stderr[-3000:]
     # Every line a user sees is true and worth reading: none of Lightning's idle notices.
     for idle in ("litlogger", "`max_epochs` was not set", "smaller than the logging interval", "LeafSpec"):
@@ -82,9 +93,7 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_records(tmp_path: Path,
     # the checkpoint was: the resumed run must neither lose nor repeat a label.
     for kill in ("{at_step: 5}", "{at_checkpoint_of_epoch: 4}"):
         switch = folder / "kill.yaml"
-        switch.write_text(
-            f"trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {kill}\n"
-        )
+        switch.write_text(kill_switch_config(kill))
         killed = train("digits_entropy.yaml", folder, *BALD, "--config", str(switch), "--ckpt_path=last")
         assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = train("digits_entropy.yaml", folder, *BALD, "--ckpt_path=last")
@@ -198,7 +207,7 @@ def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path: Path) ->
 
 def test_every_round_starts_from_the_round_zero_weights_with_a_fresh_optimizer(tmp_path: Path) -> None:
     probe = tmp_path / "probe.yaml"
-    probe.write_text("trainer:\n  callbacks:\n    - class_path: round_probe.RoundProbe\n")
+    probe.write_text("trainer:\n  callbacks:\n    - class_path: tests.helpers.round_probe.RoundProbe\n")
     cli = main(["fit", "--config", "configs/digits_random.yaml", "--config", str(probe),
                 f"--trainer.logger.init_args.save_dir={tmp_path}", *QUICK, "--active.epochs_first=1",
                 "--active.epochs_increment=1"])  # fmt: skip

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runs import first_acquisition
-from cli_runs import overlay as overlay_arguments
 
 from alvae_pl.acquisition.badge import BADGE, GradientEmbeddings, gradient_scale, kmeans_plus_plus
 from alvae_pl.acquisition.bald import BALD, mutual_information
 from alvae_pl.models.task_model import TaskModel
+from tests.helpers.cli_runs import first_acquisition
+from tests.helpers.cli_runs import overlay as overlay_arguments
 
 
 # ---------------------------------------------------------------------------------------------------------- BALD

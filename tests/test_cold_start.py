@@ -8,7 +8,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from cli_runs import read_csv, without_timings
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -23,6 +22,7 @@ from alvae_pl.models.vae import VAE
 from alvae_pl.models.vae_features import VAEFeatures
 from alvae_pl.run_status import read_run_status
 from alvae_pl.seeding import START_STREAM, derive_seed
+from tests.helpers.cli_runs import read_csv, without_timings
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TINY = str(REPOSITORY / "tests" / "conf" / "task_tiny.yaml")

@@ -8,9 +8,9 @@ import re
 from typing import Any
 
 import pytest
-from cli_runs import REPOSITORY
 
 from alvae_pl.experiments.train_config import config_arguments, parse_train_arguments
+from tests.helpers.cli_runs import REPOSITORY
 
 ONE_FILE_CONFIG = re.compile(r"^(digits|mnist|chestmnist)_(coreset|medal|lossnet|entropy|random)(_vae)?\.yaml$")
 ONE_FILE_CONFIGS = sorted(p.name for p in (REPOSITORY / "configs").glob("*.yaml") if ONE_FILE_CONFIG.match(p.name))

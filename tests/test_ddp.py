@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cli_runs
 import pytest
-from cli_runs import read_csv, train
+
+from tests.helpers import cli_runs
+from tests.helpers.cli_runs import read_csv, train, train_in_process
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow, pytest.mark.timeout(600)]
 
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
 # Weights that never change: one epoch per round is all the comparison needs (more would train nothing).
 FROZEN = [
-    "--model.class_path=frozen_task_model.FrozenTaskModel",
+    "--model.class_path=tests.helpers.frozen_task_model.FrozenTaskModel",
     "--active.max_labels=120",
     "--active.epochs_first=1",
     "--active.epochs_increment=0",
@@ -63,7 +64,8 @@ def test_ddp_cold_start_picks_what_one_process_does(tmp_path: Path) -> None:
 
 
 def assert_ddp_equals_one_process(tmp_path: Path, config: str, arguments: list[str]) -> None:
-    single = train(config, tmp_path / "single", *arguments, "--trainer.devices=1")
+    # One process: this one (the DDP run needs train.py's own interpreter, which Lightning launches again per rank).
+    single = train_in_process(config, tmp_path / "single", *arguments, "--trainer.devices=1")
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = train(config, tmp_path / "ddp", *arguments, *DDP, timeout=500)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
@@ -87,7 +89,7 @@ def test_ddp_ranks_hold_the_label_aware_vae_rank_zero_trains(tmp_path: Path) -> 
     """Rank zero retrains the label-aware VAE at each round's start and sends its weights: every rank embeds its shard
     of the pool with the same V(u) (a probe gathers each rank's weight checksum after every epoch)."""
     probe = tmp_path / "probe.yaml"
-    probe.write_text("trainer:\n  callbacks:\n    - class_path: vae_probe.LabelAwareVAEProbe\n")
+    probe.write_text("trainer:\n  callbacks:\n    - class_path: tests.helpers.vae_probe.LabelAwareVAEProbe\n")
     arguments = [
         "--config",
         str(cli_runs.REPOSITORY / "configs" / "vae_features" / "label_aware.yaml"),

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from cli_runs import REPOSITORY, TEST_CONFIGS
 from scipy import stats
 
 from alvae_pl.analysis.history import HISTORY_COLUMNS
@@ -24,6 +23,7 @@ from alvae_pl.experiments.execution import ProcessResult, RunFailed, run_experim
 from alvae_pl.experiments.experiment import read_experiment
 from alvae_pl.experiments.jobs import expand_jobs, select_jobs, task_run_state, vae_run_state
 from alvae_pl.run_status import RUN_STATUS_FILE, write_run_status
+from tests.helpers.cli_runs import REPOSITORY, TEST_CONFIGS, TINY
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LABELS = [100, 200, 300]
@@ -535,17 +535,18 @@ def test_report_writes_curves_tables_and_scipy_pvalues(tmp_path: Path, capsys: p
 # ----------------------------------------------------------------------------------------------- t-SNE
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A finished one-round digits task run (50 labels, 1 epoch) and a 1-epoch digits VAE, trained in-process."""
+    """A finished one-round digits task run (50 labels, 1 epoch, the tests' narrow ResNet-18) and a digits VAE trained
+    for 1 epoch on 256 images, in-process."""
     from alvae_pl.cli import main as train_main
 
     root = tmp_path_factory.mktemp("tsne")
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
     where = [f"--trainer.logger.init_args.save_dir={root}"]
     vae_config = str(REPOSITORY / "configs" / "vae_digits.yaml")
-    train_main(["fit", "--config", vae_config, "--trainer.max_epochs=1", *where, *quiet])
+    train_main(["fit", "--config", vae_config, "--trainer.max_epochs=1", "--data.pool_size=256", *where, *quiet])
     config = str(REPOSITORY / "configs" / "digits_coreset.yaml")
     single_round = ["--data.initial_labels=50", "--active.max_labels=50", "--active.epochs_first=1"]
-    train_main(["fit", "--config", config, *single_round, *where, *quiet])
+    train_main(["fit", "--config", config, *TINY, *single_round, *where, *quiet])
     return root / "digits_coreset" / "seed_0", root / "vae_digits" / "seed_0" / "checkpoints" / "last.ckpt"
 
 

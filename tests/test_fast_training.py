@@ -11,7 +11,6 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_runs import overlay, read_csv, train, without_timings
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import Accuracy
 
@@ -25,6 +24,7 @@ from alvae_pl.models.task_model import TaskModel
 from alvae_pl.models.train_metrics import EpochTrainMetrics
 from alvae_pl.models.vae import VAE
 from alvae_pl.models.vae_features import VAEFeatures
+from tests.helpers.cli_runs import TINY, kill_switch_config, overlay, read_csv, train, without_timings
 
 # aot_eager traces the step into a graph and runs it without generating code: the compiled path's plumbing
 # (full batches compiled, the partial one eager, resets, resume) at CPU speed.
@@ -33,11 +33,6 @@ COMPILED = [
     "--model.init_args.compile_backend=aot_eager",
     "--model.init_args.compile_mode=null",
 ]
-
-
-def kill_switch_config(init_args: str) -> str:
-    """A config adding ``kill_switch.KillSwitch`` with ``init_args`` (a YAML mapping) to the trainer's callbacks."""
-    return f"trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {init_args}\n"
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
@@ -134,7 +129,7 @@ def test_one_checkpoint_file_written_every_epoch_or_every_round(
     tmp_path: Path, every: str, min_interval: float, written_at: list
 ) -> None:
     probe = tmp_path / "probe.yaml"
-    probe.write_text("trainer:\n  callbacks:\n    - class_path: checkpoint_probe.CheckpointProbe\n")
+    probe.write_text("trainer:\n  callbacks:\n    - class_path: tests.helpers.checkpoint_probe.CheckpointProbe\n")
     quick = ["--trainer.enable_progress_bar=false", "--data.initial_labels=60", "--data.batch_size=30"]
     schedule = [
         "--active.budget=60",
@@ -147,6 +142,7 @@ def test_one_checkpoint_file_written_every_epoch_or_every_round(
             "fit",
             "--config",
             "configs/digits_random.yaml",
+            *TINY,
             "--config",
             str(probe),
             f"--trainer.logger.init_args.save_dir={tmp_path}",
@@ -174,9 +170,7 @@ def test_a_round_killed_mid_way_resumes_from_its_start_with_round_checkpoints(tm
     folder.mkdir()
     switch = folder / "kill.yaml"
     # Round one (120 labels, batch 30: 4 steps per epoch) starts at step 4; step 9 is in its second epoch.
-    switch.write_text(
-        "trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {at_step: 9}\n"
-    )
+    switch.write_text(kill_switch_config("{at_step: 9}"))
     killed = train("digits_entropy.yaml", folder, *overlay("bald.yaml"), every_round, "--config", str(switch))
     assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = train("digits_entropy.yaml", folder, *overlay("bald.yaml"), every_round, "--ckpt_path=last")
@@ -228,9 +222,8 @@ def test_bf16_mixed_trains_evaluates_and_embeds_with_vae_features_and_loss_predi
 
 # ------------------------------------------------------------------------------------------- graphed step
 def test_graphed_step_trains_as_the_plain_loop_and_records_once_per_optimizer_and_setting() -> None:
-    from replayed_graph import ReplayedStepGraph
-
     from alvae_pl.models.graphed_step import GraphedTrainStep
+    from tests.helpers.replayed_graph import ReplayedStepGraph
 
     class Outputs(NamedTuple):
         loss: torch.Tensor
@@ -274,7 +267,7 @@ def test_graphed_training_on_digits_gives_the_records_of_automatic_optimisation(
         "digits_lossnet.yaml",
         tmp_path / "graphed",
         "--data.batch_size=16",
-        "--model.class_path=replayed_graph.ReplayedGraphTaskModel",
+        "--model.class_path=tests.helpers.replayed_graph.ReplayedGraphTaskModel",
         "--model.init_args.cuda_graph=true",
     )
     assert graphed.returncode == 0, graphed.stderr[-3000:]
@@ -334,9 +327,8 @@ def test_epoch_train_metrics_reach_tensorboard_callback_metrics_and_the_progress
 
 
 def test_a_step_that_cannot_be_recorded_warns_once_and_trains_eagerly() -> None:
-    from replayed_graph import ReplayedStepGraph
-
     from alvae_pl.models.graphed_step import GraphedTrainStep
+    from tests.helpers.replayed_graph import ReplayedStepGraph
 
     class Unrecordable(ReplayedStepGraph):
         def capture(self, step):  # noqa: ANN001, ANN201

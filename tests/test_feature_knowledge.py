@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runs import first_acquisition, read_csv
 
 from alvae_pl.cli import main as train_main
 from alvae_pl.experiments.cli import main as experiment_main
 from alvae_pl.models.class_knowledge import measure
+from tests.helpers.cli_runs import first_acquisition, read_csv
 
 
 def test_separated_clusters_are_known_perfectly_and_noise_not_at_all() -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import read_csv, without_timings
 from PIL import Image
 
 from alvae_pl.cli import main
@@ -18,6 +17,7 @@ from alvae_pl.data.sources import FolderSource
 from alvae_pl.oracles import HumanOracle, Query
 from alvae_pl.oracles.answer_key import answer_from_key
 from alvae_pl.run_status import read_run_status
+from tests.helpers.cli_runs import TINY, read_csv, without_timings
 
 # Three rounds (30 -> 60 -> 90 labels), one epoch each: two queries for the expert.
 SHORT = [
@@ -35,6 +35,7 @@ def _arguments(lab: Path, logs: Path, *extra: str) -> list[str]:
         "fit",
         "--config",
         "configs/lab_digits.yaml",
+        *TINY,
         f"{source}images={lab / 'images'}",
         f"{source}labels={lab / 'labels.csv'}",
         f"{source}val_labels={lab / 'val.csv'}",

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from cli_runs import TWO_ROUNDS, read_csv, train, without_timings
 from torch.utils.data import DataLoader, TensorDataset
 
 from alvae_pl.data.sources import DigitsSource
@@ -18,6 +17,7 @@ from alvae_pl.models.class_knowledge import measure
 from alvae_pl.models.label_aware_features import LabelAwareVAEFeatures
 from alvae_pl.models.label_aware_vae import LabelAwareVAE
 from alvae_pl.models.vae import VAE
+from tests.helpers.cli_runs import TWO_ROUNDS, kill_switch_config, read_csv, train, without_timings
 
 LABEL_AWARE = (
     '{"class_path": "alvae_pl.models.label_aware_features.LabelAwareVAEFeatures", '
@@ -132,8 +132,7 @@ def test_label_aware_vaes_retrain_every_round_feed_core_set_and_the_loss_head_an
     killed_folder = tmp_path / "killed"
     killed_folder.mkdir()
     switch = killed_folder / "kill.yaml"  # mid round one, after its VAE retraining: resumed from round zero's end
-    kill = "trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: {at_step: 4}\n"
-    switch.write_text(kill)
+    switch.write_text(kill_switch_config("{at_step: 4}"))
     killed = train("digits_lossnet.yaml", killed_folder, *arguments, "--config", str(switch), "--ckpt_path=last")
     assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = train("digits_lossnet.yaml", killed_folder, *arguments, "--ckpt_path=last")

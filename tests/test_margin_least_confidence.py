@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runs import first_acquisition
 
 from alvae_pl.acquisition.least_confidence import LeastConfidence, prediction_confidence
 from alvae_pl.acquisition.margin import Margin, prediction_margin
+from tests.helpers.cli_runs import first_acquisition
 
 
 def joint_label_probabilities(logits: np.ndarray) -> np.ndarray:

@@ -307,12 +307,11 @@ def test_a_finished_run_continued_says_so_and_writes_nothing(tmp_path: Path) -> 
 
 def test_what_may_change_on_resume_is_accepted_and_recorded(tmp_path: Path) -> None:
     kill = tmp_path / "kill.yaml"  # killed while round one's checkpoint is written: round 0 is in the last one
-    kill.write_text("trainer:\n  callbacks:\n    - class_path: kill_switch.KillSwitch\n      init_args: "
+    kill.write_text("trainer:\n  callbacks:\n    - class_path: tests.helpers.kill_switch.KillSwitch\n      init_args: "
                     "{at_checkpoint_of_epoch: 1}\n")  # fmt: skip
     command = [sys.executable, str(REPOSITORY / "train.py"), "fit", "--config", TINY, "--config", str(kill),
                f"--trainer.logger.init_args.save_dir={tmp_path}", "--checkpoint.min_interval=0"]  # fmt: skip
-    helpers = os.pathsep.join([str(REPOSITORY), str(REPOSITORY / "tests" / "helpers")])
-    killed = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=helpers))
+    killed = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPOSITORY)))
     assert killed.returncode == -9, killed.stderr[-3000:]
     folder = run_folder(tmp_path)
     code, stderr = train(tmp_path, "--ckpt_path", "last", "--trainer.enable_progress_bar=true",

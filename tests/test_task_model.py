@@ -172,3 +172,30 @@ def test_auroc_leaves_out_a_class_without_positives_and_names_it(task: str) -> N
     with pytest.warns(UserWarning, match=f"AUROC is undefined for {kind} 2 .* mean over the other 3"):
         auroc = compute_metrics(logits, targets, task, 4)["auroc"]
     assert auroc == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("stem", ["imagenet", "small"])
+def test_a_narrow_backbone_keeps_the_interface_at_its_own_widths(stem: str) -> None:
+    # The tests' profile (width 8): the same four stages and heads, every width read off the backbone.
+    model = TaskModel(num_classes=5, num_channels=1, stem=stem, width=8, loss_prediction=True).eval()
+    outputs = model.forward_features(torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8))
+    assert model.embedding_dim == 64 and outputs.embedding.shape == (2, 64) and outputs.logits.shape == (2, 5)
+    assert [b.shape[1] for b in outputs.blocks] == [8, 16, 32, 64]
+    assert model.predict_loss(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), outputs).shape == (2,)
+    assert model.classify(outputs.embedding).shape == (2, 5)
+    # Seeded like the real one: the same seed, the same round-0 weights.
+    twin = TaskModel(num_classes=5, num_channels=1, stem=stem, width=8, loss_prediction=True)
+    assert all(torch.equal(value, twin.state_dict()[name]) for name, value in model.state_dict().items())
+
+
+def test_the_default_width_is_torchvisions_resnet18_and_pretrained_weights_need_it() -> None:
+    torch.manual_seed(3)
+    reference = resnet18(num_classes=4)
+    reference.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    model = TaskModel(num_classes=4, num_channels=1, init_seed=3)
+    assert model.embedding_dim == 512
+    assert all(torch.equal(value, model.net.state_dict()[name]) for name, value in reference.state_dict().items())
+    with pytest.raises(ValueError, match="width 64 only"):
+        TaskModel(num_classes=4, num_channels=1, width=8, weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="width=0"):
+        TaskModel(num_classes=4, num_channels=1, width=0)

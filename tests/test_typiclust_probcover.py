@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runs import overlay, read_csv, train_in_process
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import pairwise_distances
 
@@ -21,6 +20,7 @@ from alvae_pl.acquisition.probcover import (
     purity_radii,
 )
 from alvae_pl.acquisition.typiclust import typicality, typiclust
+from tests.helpers.cli_runs import overlay, read_csv, train_in_process
 
 
 # ------------------------------------------------------------------------------------------ data

@@ -1,4 +1,4 @@
-"""The ResNet-18 backbone: torchvision's network, adapted to small images and any channel count."""
+"""The ResNet-18 backbone: torchvision's network, adapted to small images, any channel count and any base width."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 from torchvision.models import ResNet, ResNet18_Weights, resnet18
+from torchvision.models.resnet import BasicBlock, conv1x1
 
 Weights = Literal["IMAGENET1K_V1"]
 Stem = Literal["imagenet", "small"]
+
+#: ResNet-18's base width: channels of the stem and the first residual stage (then 128, 256, 512).
+RESNET18_WIDTH = 64
 
 # torchvision's ImageNet normalisation, applied on the device to pretrained backbones.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,8 +26,9 @@ class BackboneOutputs(NamedTuple):
 
     Attributes:
         logits: ``[B, K]``.
-        embedding: ``[B, 512]`` penultimate features T_f(u), after global average pooling.
-        blocks: the four residual-block outputs, ``[B, 64, H/4, W/4]`` ... ``[B, 512, H/32, W/32]`` with the
+        embedding: ``[B, 8w]`` penultimate features T_f(u), after global average pooling (``w``: the base width,
+            64 for ResNet-18, so ``[B, 512]``).
+        blocks: the four residual-block outputs, ``[B, w, H/4, W/4]`` ... ``[B, 8w, H/32, W/32]`` with the
             ImageNet stem (``H``, ``W``, ``H/2`` ... with the small stem).
     """
 
@@ -38,7 +43,14 @@ def imagenet_weights_path() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
 
 
-def build_resnet18(num_classes: int, in_channels: int, weights: Weights | None, stem: Stem) -> ResNet:
+def block_channels(width: int) -> tuple[int, int, int, int]:
+    """Channels of the four residual stages of a ResNet-18 of base width ``width`` (64: 64, 128, 256, 512)."""
+    return (width, 2 * width, 4 * width, 8 * width)
+
+
+def build_resnet18(
+    num_classes: int, in_channels: int, weights: Weights | None, stem: Stem, width: int = RESNET18_WIDTH
+) -> ResNet:
     """torchvision's ResNet-18 with a new ``num_classes`` head.
 
     Args:
@@ -50,8 +62,17 @@ def build_resnet18(num_classes: int, in_channels: int, weights: Weights | None, 
         stem: ``imagenet`` keeps the 7x7 stride-2 convolution and max-pool; ``small`` swaps them for a 3x3
             stride-1 convolution without max-pool, which keeps 4x more resolution on 28-32 px images at
             16x the compute.
+        width: base width ``w``: the stages have ``w``, ``2w``, ``4w``, ``8w`` channels and the embedding ``8w``.
+            64 is ResNet-18; a narrower one has the same structure (stem, four stages of two basic blocks, the
+            same initialisation) at about ``(w / 64)^2`` of the compute, for tests. Random initialisation only.
     """
-    if weights is None:
+    if width != RESNET18_WIDTH:
+        if width < 1:
+            raise ValueError(f"width={width}: the base width is a positive number of channels, e.g. 64 (ResNet-18)")
+        if weights is not None:
+            raise ValueError(f"{weights} weights exist for width {RESNET18_WIDTH} only: pass --model.weights null")
+        net = _narrow_resnet18(num_classes, in_channels, width)
+    elif weights is None:
         net = resnet18(weights=None, num_classes=num_classes)
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -69,10 +90,39 @@ def build_resnet18(num_classes: int, in_channels: int, weights: Weights | None, 
     else:
         raise ValueError(f"unknown weights {weights!r}: use null or IMAGENET1K_V1")
     if stem == "small":
-        net.conv1 = nn.Conv2d(net.conv1.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(net.conv1.in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
     elif stem != "imagenet":
         raise ValueError(f"unknown stem {stem!r}: use imagenet or small")
+    return net
+
+
+def _narrow_resnet18(num_classes: int, in_channels: int, width: int) -> ResNet:
+    """A ResNet-18 of base width ``width``, randomly initialised as torchvision initialises its own.
+
+    torchvision's ``ResNet`` fixes the width at 64 (``width_per_group`` only widens bottleneck blocks), so the
+    layers of a built one are replaced: the same module names, so the forward pass and checkpoints' keys match.
+    """
+    net = resnet18(weights=None, num_classes=num_classes)
+    net.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    inplanes = width
+    for name, planes, stride in zip(
+        ("layer1", "layer2", "layer3", "layer4"), block_channels(width), (1, 2, 2, 2), strict=True
+    ):
+        downsample = None
+        if stride != 1 or inplanes != planes:
+            downsample = nn.Sequential(conv1x1(inplanes, planes, stride), nn.BatchNorm2d(planes))
+        setattr(net, name, nn.Sequential(BasicBlock(inplanes, planes, stride, downsample), BasicBlock(planes, planes)))
+        inplanes = planes
+    net.fc = nn.Linear(inplanes, num_classes)
+    # torchvision's initialisation of the convolutions and batch norms (the linear layer keeps PyTorch's default).
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.constant_(module.weight, 1)
+            nn.init.constant_(module.bias, 0)
     return net
 
 

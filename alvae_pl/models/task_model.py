@@ -1,4 +1,5 @@
-"""The task model T: a ResNet-18 classifier, optionally with a jointly trained loss-prediction head."""
+"""The task model T: a ResNet-18 classifier (or a narrower one, for tests), optionally with a jointly trained
+loss-prediction head."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from alvae_pl.data.image_data import TaskKind
 from alvae_pl.models.backbone import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    RESNET18_WIDTH,
     BackboneOutputs,
     Stem,
     Weights,
+    block_channels,
     build_resnet18,
     resnet_forward,
 )
@@ -64,6 +67,10 @@ class TaskModel(L.LightningModule):
         task: ``multiclass`` (cross-entropy) or ``multilabel`` (binary cross-entropy per finding).
         weights: ``null`` (random init) or ``IMAGENET1K_V1`` (the paper's ImageNet pretraining).
         stem: ``imagenet`` (7x7 stride-2 conv + max-pool) or ``small`` (3x3 stride-1 conv, no max-pool).
+        width: the backbone's base width ``w`` (64: ResNet-18, the paper's model). The four residual stages have
+            ``w``, ``2w``, ``4w``, ``8w`` channels and the embedding T_f(u) ``8w`` dimensions; every heuristic and
+            the loss head read them off the backbone. A narrow one (e.g. 8) trains in a fraction of the time: the
+            tests' profile (``tests/conf/tiny.yaml``). Random initialisation (``weights: null``) only.
         lr: SGD learning rate (paper: 0.001).
         momentum: SGD momentum (paper: 0.9).
         weight_decay: SGD weight decay.
@@ -90,7 +97,7 @@ class TaskModel(L.LightningModule):
             ``on_before_optimizer_step`` hooks see no gradients) and replaces ``compile`` for full batches.
         train_auroc: also compute the training AUROC each epoch (``train/auroc``). Off by default: it stores
             every training prediction of the epoch and costs host time every step.
-        dropout: probability of dropping each unit of the 512-d embedding before the classifier, in training
+        dropout: probability of dropping each unit of the embedding before the classifier, in training
             (0: no dropout layer, the paper's model). BALD needs it: its Monte-Carlo passes sample dropout masks at
             acquisition time (Gal et al., 2017). Each epoch's masks are seeded from (``init_seed``, epoch, rank),
             so that a resumed run trains exactly as an uninterrupted one.
@@ -104,6 +111,7 @@ class TaskModel(L.LightningModule):
         task: TaskKind = "multiclass",
         weights: Weights | None = None,
         stem: Stem = "imagenet",
+        width: int = RESNET18_WIDTH,
         lr: float = 1e-3,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
@@ -143,9 +151,10 @@ class TaskModel(L.LightningModule):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
             backbone_channels = 3 if weights is not None else num_channels
-            self.net = build_resnet18(num_classes, backbone_channels, weights, stem)
+            self.net = build_resnet18(num_classes, backbone_channels, weights, stem, width)
             self.loss_head = (
                 LossPredictionHead(
+                    block_channels=block_channels(width),
                     hidden_dim=loss_hidden_dim,
                     extra_dim=self.vae.latent_dim if self.vae is not None else 0,
                 )
@@ -179,12 +188,17 @@ class TaskModel(L.LightningModule):
         return (x - self.pixel_mean) / self.pixel_std
 
     def forward_features(self, images: Tensor) -> BackboneOutputs:
-        """Logits ``[B, K]``, the 512-d embedding T_f(u) ``[B, 512]`` and the four block outputs."""
+        """Logits ``[B, K]``, the embedding T_f(u) ``[B, embedding_dim]`` and the four block outputs."""
         dropout = self.hparams.dropout if self.training else 0.0
         return resnet_forward(self.net, self.normalize(images), dropout)
 
+    @property
+    def embedding_dim(self) -> int:
+        """Dimensions of the embedding T_f(u): 512 for ResNet-18, ``8 * width`` in general."""
+        return self.net.fc.in_features
+
     def classify(self, embedding: Tensor) -> Tensor:
-        """Logits ``[..., K]`` of embeddings ``[..., 512]``: the final linear layer alone."""
+        """Logits ``[..., K]`` of embeddings ``[..., embedding_dim]``: the final linear layer alone."""
         return self.net.fc(embedding)
 
     def forward(self, images: Tensor) -> Tensor:

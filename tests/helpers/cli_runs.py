@@ -15,8 +15,15 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 #: The tests' own small train.py configs.
 TEST_CONFIGS = REPOSITORY / "tests" / "conf"
 
-# Small enough for a 2-core CI machine, big enough to learn: 3 rounds of 60 -> 120 -> 180 labels.
+#: The tests' small profile (``tests/conf/tiny.yaml``): a ResNet-18 of base width 8 instead of 64.
+TINY = ["--config", str(TEST_CONFIGS / "tiny.yaml")]
+
+#: After ``TINY`` (in ``QUICK``): back to the real ResNet-18, for the few runs that assert what only it learns.
+RESNET18 = ["--model.init_args.width=64"]
+
+# Small enough for a 2-core CI machine, big enough to learn: 3 rounds of 60 -> 120 -> 180 labels, on the tiny profile.
 QUICK = [
+    *TINY,
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
     "--checkpoint.min_interval=0",  # every epoch, so that the resume tests can kill at any epoch's checkpoint
@@ -57,12 +64,9 @@ def train(config: str, folder: Path, *extra: str, timeout: float = 300) -> subpr
         *extra,
     ]
     folder.mkdir(parents=True, exist_ok=True)
-    # The repository and the tests' helper modules first, then whatever the caller's PYTHONPATH holds.
-    paths = [
-        str(REPOSITORY),
-        str(REPOSITORY / "tests" / "helpers"),
-        *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
-    ]
+    # The repository first (its alvae_pl, and tests.helpers for the callbacks configs name by class path), then
+    # whatever the caller's PYTHONPATH holds.
+    paths = [str(REPOSITORY), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     return subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True, timeout=timeout)
 
@@ -97,6 +101,15 @@ def train_in_process(config: str, folder: Path, *extra: str) -> InProcessResult:
         except SystemExit as exit_:
             returncode = int(exit_.code or 0)
     return InProcessResult(returncode, stderr.getvalue())
+
+
+def kill_switch_config(init_args: str) -> str:
+    """A config adding ``tests.helpers.kill_switch.KillSwitch`` with ``init_args`` (a YAML mapping) to the trainer's
+    callbacks: write it to a file and pass ``--config <file>``."""
+    return (
+        "trainer:\n  callbacks:\n    - class_path: tests.helpers.kill_switch.KillSwitch\n"
+        f"      init_args: {init_args}\n"
+    )
 
 
 def overlay(name: str) -> list[str]:

@@ -20,16 +20,35 @@ QUIET_WARNINGS = (
 )
 
 
+#: Lines Lightning prints on every start that a user of this tool cannot act on: the seed (it is in config.yaml), which
+#: accelerators exist and are unused (the run's own line says what it trains on), and the checkpoint restore (a
+#: continued run says where it stands in its closing line).
+IDLE_LINES = (
+    "litlogger",
+    "Seed set to",
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "Restoring states from the checkpoint path",
+    "Restored all states from the checkpoint",
+)
+
+
 def _not_an_advertisement(record: logging.LogRecord) -> bool:
-    return "litlogger" not in record.getMessage()
+    message = record.getMessage()
+    return not any(line in message for line in IDLE_LINES)
 
 
 def quiet_lightning() -> None:
-    """Filter the warnings above and the litlogger tip every ``Trainer`` prints; idempotent."""
+    """Filter the warnings and the idle lines above; idempotent."""
     for message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     # rank_zero_info logs through the logger of whichever Lightning package imported lightning_utilities last.
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.fabric.utilities.seed",
+    ):
         logger = logging.getLogger(name)
         if _not_an_advertisement not in logger.filters:
             logger.addFilter(_not_an_advertisement)

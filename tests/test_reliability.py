@@ -85,6 +85,11 @@ def run_copy(finished_run: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def read_history(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "history.csv", newline="") as history:
+        return list(csv.DictReader(history))
+
+
 def run_folder(logs: Path) -> Path:
     return logs / "task_tiny" / "seed_0"
 
@@ -291,10 +296,10 @@ def test_a_finished_run_continued_says_so_and_writes_nothing(tmp_path: Path) -> 
     code, stderr = train(tmp_path, "--active.max_labels=60")  # one round, in its own folder (save_dir unchanged)
     assert code == 0, stderr[-3000:]
     folder = run_folder(tmp_path)
-    assert (
-        stderr.strip()
-        .splitlines()[-1]
-        .startswith(f"Finished: 1 round, 60 labels, val_accuracy 0.1852, val_auroc 0.7545; records in {folder}")
+    history = read_history(folder)
+    assert stderr.strip().splitlines()[-1] == (
+        f"Finished: 1 round, 60 labels, val_accuracy {float(history[-1]['val_accuracy']):.4f}, val_auroc "
+        f"{float(history[-1]['val_auroc']):.4f}; records in {folder} (history.csv, labeled.csv)"
     )
     before = snapshot(tmp_path)
     code, stderr = train(tmp_path, "--active.max_labels=60", "--ckpt_path", "last")
@@ -318,8 +323,7 @@ def test_what_may_change_on_resume_is_accepted_and_recorded(tmp_path: Path) -> N
                          "--checkpoint.min_interval=5")  # fmt: skip
     assert code == 0, stderr[-3000:]
     assert "min_interval: 5.0" in (folder / "config_2.yaml").read_text()
-    with open(folder / "history.csv") as history:
-        assert [row["labels"] for row in csv.DictReader(history)] == ["60", "120"]
+    assert [row["labels"] for row in read_history(folder)] == ["60", "120"]
 
 
 def test_what_defines_a_run_against_what_may_change() -> None:

@@ -88,8 +88,11 @@ def confidence_band(values: np.ndarray, level: float = 0.95) -> tuple[float, flo
     mean = float(np.mean(values))
     if len(values) < 2:
         return mean, math.nan, math.nan
-    half_width = float(stats.t.ppf(0.5 + level / 2.0, df=len(values) - 1)) * sample_std(values) / math.sqrt(len(values))
-    return mean, mean - half_width, mean + half_width
+    standard_error = sample_std(values) / math.sqrt(len(values))
+    if standard_error == 0:  # scipy wants a positive scale; no spread is a band of width 0
+        return mean, mean, mean
+    low, high = stats.t.interval(level, df=len(values) - 1, loc=mean, scale=standard_error)
+    return mean, float(low), float(high)
 
 
 def paired_pvalues(baseline: np.ndarray, variant: np.ndarray) -> tuple[float, float]:

@@ -291,17 +291,36 @@ def test_failed_run_names_its_folder_and_output_tail(tmp_path: Path, capsys: pyt
         "print('training', args['--trainer.logger.init_args.name'])\n"
         "if args['--trainer.logger.init_args.name'].endswith('base_vae'):\n"
         "    print('CUDA error: out of memory', file=sys.stderr)\n"
-        "    sys.exit(3)\n"
+        "    sys.exit(4)\n"
     )
     experiment = read_experiment(make_experiment(tmp_path, with_vae=False, seeds=[0]))
     with pytest.raises(RunFailed) as failure:
         run_experiment(experiment, select_jobs(experiment), launcher=[sys.executable, str(script)], log=print)
     message = str(failure.value)
     folder = experiment.run_folder("base_vae", 0)
-    assert "exit code 3" in message and str(folder) in message and message.endswith("CUDA error: out of memory")
+    assert "exit code 4" in message and str(folder) in message and message.endswith("CUDA error: out of memory")
     log = (folder / "train.log").read_text()
     assert "training toy/base_vae" in log and "CUDA error: out of memory" in log
     assert "training toy/base\n" in (experiment.run_folder("base", 0) / "train.log").read_text()
+
+
+def test_a_run_waiting_for_labels_is_reported_and_the_runner_goes_on(tmp_path: Path) -> None:
+    """train.py's exit status 3 (a human oracle's open query) is no failure: the next job still runs."""
+    script = tmp_path / "fake_train.py"
+    script.write_text(
+        "import sys\n"
+        "args = dict(a.split('=', 1) for a in sys.argv[1:] if '=' in a)\n"
+        "if args['--trainer.logger.init_args.name'].endswith('base'):\n"
+        "    print('Round 1 waits for labels: fill in query_round_1.csv', file=sys.stderr)\n"
+        "    sys.exit(3)\n"
+    )
+    experiment = read_experiment(make_experiment(tmp_path, with_vae=False, seeds=[0]))
+    lines: list[str] = []
+    summary = run_experiment(
+        experiment, select_jobs(experiment), launcher=[sys.executable, str(script)], log=lines.append
+    )
+    assert [word for _, word in summary.actions] == ["waiting for labels", "started"]
+    assert any("waits for an expert's labels" in line and "Round 1 waits for labels" in line for line in lines)
 
 
 # ---------------------------------------------------------------------------------------------- config

@@ -409,14 +409,14 @@ def test_vae_checkpoint_mismatch_and_missing_file_are_reported(tmp_path: Path) -
 def test_shipped_experiment_configs_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPOSITORY)
     paths = sorted(Path("configs/experiments").glob("*.yaml"))
-    assert len(paths) == 14
+    assert len(paths) == 19
     for path in paths:
         experiment = read_experiment(path)
         assert experiment.name == path.stem and experiment.baseline in experiment.variants
         # The VAE variants read a checkpoint one of the experiment's VAE configs writes (checked by read_experiment);
         # the label-aware VAE trains inside its runs and reads none.
         assert experiment.vae is not None
-        reads = ["vae" in name or "mixture" in name for name in experiment.variants]
+        reads = ["vae" in name or "mixture" in name or "_start" in name for name in experiment.variants]
         assert [v.uses_vae for v in experiment.variants.values()] == reads, path
         for variant in experiment.variants.values():
             assert [vae.config.stem for vae in experiment.vaes_for(variant)] == (
@@ -445,6 +445,8 @@ VARIANT_HEURISTICS = {
     "coreset": "CoreSet",
     "medal": "MedAL",
     "lossnet": "LearningLoss",
+    "typiclust": "TypiClust",
+    "probcover": "ProbCover",
 }
 
 
@@ -458,6 +460,14 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(mon
             config = variant.train_config.as_dict()
             heuristic = config["active"]["heuristic"]
             kind = variant.name
+            if kind.endswith("_typiclust_start"):  # a cold start: TypiClust on the VAE features alone picks first
+                start = config["active"]["start"]
+                start_features = start["init_args"]["features"]["init_args"]
+                assert start["class_path"].endswith("TypiClust") and start_features["task_weight"] == 0.0
+                assert start_features["vae"]["init_args"]["checkpoint"]
+                kind = kind.removesuffix("_typiclust_start")
+            else:
+                assert config["active"]["start"] is None, (path, variant.name)
             for suffix in ("_vae", "_vae_only", "_mixture", "_label_aware"):
                 kind = kind.removesuffix(suffix)
             expected = VARIANT_HEURISTICS[kind]
@@ -466,7 +476,7 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(mon
             features = features.get("init_args", features)
             vae = features.get("vae") or {}
             checkpoint = vae.get("init_args", vae).get("checkpoint")
-            if variant.name.endswith("_vae_only"):
+            if variant.name.endswith("_vae_only") or expected in ("TypiClust", "ProbCover"):
                 assert features["task_weight"] == 0.0 and checkpoint
             elif expected in ("CoreSet", "MedAL"):
                 assert features.get("task_weight", 1.0) == 1.0

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ProgressBar
@@ -27,7 +26,7 @@ from alvae_pl.callbacks.run_config import RunConfigRecord
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.lightning_noise import quiet_lightning
 from alvae_pl.oracles import HumanOracle
-from alvae_pl.run_identity import flat_settings, resume_differences
+from alvae_pl.run_identity import check_resume
 from alvae_pl.run_lock import RunFolderBusy, RunLock
 
 #: ``train.py``'s exit status when a run stopped to wait for an expert's labels (0: finished; 2: a one-line error;
@@ -46,40 +45,6 @@ def _is_launching_process() -> bool:
 
 class RunFinished(Exception):
     """A finished run was continued: its message is the closing line, and nothing is trained or written."""
-
-
-def check_resume(checkpoint: Path, folder: Path, config_now: str) -> dict[str, Any]:
-    """Refuses, in one line, a checkpoint that cannot be read, or one written under settings that define another run
-    (:mod:`alvae_pl.run_identity`) than ``config_now``; returns the checkpoint (tensors memory-mapped)."""
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"--ckpt_path {checkpoint}: no such checkpoint file")
-    try:
-        state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
-        config_then = state.get("callbacks", {}).get("RunConfigRecord", {}).get("config")
-    except Exception as error:  # torch says "failed reading zip archive", "EOF", "invalid magic number"...
-        text = str(error).strip()
-        reason = re.split(r"(?<=[.:])\s", text.splitlines()[0])[0].rstrip(".:") if text else type(error).__name__
-        raise CorruptCheckpoint(
-            f"{checkpoint} is not a readable checkpoint ({checkpoint.stat().st_size:,} bytes; {reason}): the run "
-            "cannot be continued from it; start it again in another folder with --trainer.logger.init_args.version "
-            "<name> (this folder's records stay as they are)"
-        ) from None
-    if config_then is None and (folder / "config.yaml").is_file():  # written before checkpoints held their config
-        config_then = (folder / "config.yaml").read_text()
-    if config_then is None:
-        return state
-    differences = resume_differences(flat_settings(config_then), flat_settings(config_now))
-    if differences:
-        raise ValueError(
-            f"{checkpoint} belongs to a run with other settings: {'; '.join(differences)}. Continue it with its own "
-            "settings (its config.yaml), or start a new run in another folder with --trainer.logger.init_args.version "
-            "<name>"
-        )
-    return state
-
-
-class CorruptCheckpoint(ValueError):
-    """A checkpoint file that cannot be read."""
 
 
 def _integer_seed(seed: int | bool) -> int:

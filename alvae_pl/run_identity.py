@@ -1,4 +1,4 @@
-"""What defines a run, so that a resume continues the same run or refuses.
+"""What defines a run, so that a resume continues the same run or refuses; a checkpoint that cannot be read.
 
 A run continued with ``--ckpt_path last`` must compute what the uninterrupted run would have: same data, pool,
 seeds, heuristic and its features, budget and schedule, model and optimiser. How it runs may change: the devices,
@@ -8,9 +8,12 @@ the precision, logging and progress, the checkpoint interval, a lower ``max_labe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 #: Options (and the groups under them) that may differ between a run's checkpoint and the command that continues it.
@@ -100,3 +103,37 @@ def resume_differences(run: Mapping[str, Any], now: Mapping[str, Any]) -> list[s
             continue
         differences.append(f"{key} ({_shown(before)} -> {_shown(after)})")
     return differences
+
+
+def check_resume(checkpoint: Path, folder: Path, config_now: str) -> dict[str, Any]:
+    """Refuses, in one line, a checkpoint that cannot be read, or one written under settings that define another run
+    (:mod:`alvae_pl.run_identity`) than ``config_now``; returns the checkpoint (tensors memory-mapped)."""
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"--ckpt_path {checkpoint}: no such checkpoint file")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
+        config_then = state.get("callbacks", {}).get("RunConfigRecord", {}).get("config")
+    except Exception as error:  # torch says "failed reading zip archive", "EOF", "invalid magic number"...
+        text = str(error).strip()
+        reason = re.split(r"(?<=[.:])\s", text.splitlines()[0])[0].rstrip(".:") if text else type(error).__name__
+        raise CorruptCheckpoint(
+            f"{checkpoint} is not a readable checkpoint ({checkpoint.stat().st_size:,} bytes; {reason}): the run "
+            "cannot be continued from it; start it again in another folder with --trainer.logger.init_args.version "
+            "<name> (this folder's records stay as they are)"
+        ) from None
+    if config_then is None and (folder / "config.yaml").is_file():  # written before checkpoints held their config
+        config_then = (folder / "config.yaml").read_text()
+    if config_then is None:
+        return state
+    differences = resume_differences(flat_settings(config_then), flat_settings(config_now))
+    if differences:
+        raise ValueError(
+            f"{checkpoint} belongs to a run with other settings: {'; '.join(differences)}. Continue it with its own "
+            "settings (its config.yaml), or start a new run in another folder with --trainer.logger.init_args.version "
+            "<name>"
+        )
+    return state
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file that cannot be read."""

@@ -109,8 +109,7 @@ def report_knowledge(
         if targets is not None and not np.array_equal(test.targets.numpy(), targets):
             raise ValueError(f"the VAE at {vae} was trained on other data than the run {run}: pass a matching pair")
         features = VAEFeatures(str(vae)).load(datamodule.num_channels, datamodule.image_size)
-        prior = "mixture prior" if features.encoder.prior is not None else "Gaussian prior"
-        spaces[f"VAE V(u), {prior} ({vae.parent.parent.parent.name})"] = _embed(features, test.images)
+        spaces[f"{features.name} ({vae.parent.parent.parent.name})"] = _embed(features, test.images)
         targets = test.targets.numpy()
     rows = [measure(name, features, targets, seed) for name, features in spaces.items()]
     folder = Path(out) if out is not None else (vae.parent.parent if vae is not None else Path(run))

@@ -14,8 +14,9 @@ from alvae_pl.cli import main as train_main
 from alvae_pl.data.sources import DigitsSource
 from alvae_pl.experiments.cli import main as experiment_main
 from alvae_pl.models.class_knowledge import measure
-from alvae_pl.models.contrastive_encoder import ContrastiveEncoder, nt_xent_loss
+from alvae_pl.models.contrastive_encoder import ContrastiveEncoder
 from alvae_pl.models.contrastive_features import ContrastiveFeatures
+from alvae_pl.models.nt_xent import nt_xent_loss
 from alvae_pl.models.view_augmentation import ViewAugmentation
 
 #: Epochs of the test's training on the digits' 1,257 train-split images (10 steps each; ~15 s an epoch on 1 core).

@@ -18,7 +18,8 @@ import lightning
 import torch
 from torch import Tensor
 
-from alvae_pl.models.contrastive_encoder import Backbone, ContrastiveEncoder, nt_xent_loss
+from alvae_pl.models.contrastive_encoder import Backbone, ContrastiveEncoder
+from alvae_pl.models.nt_xent import nt_xent_loss
 from alvae_pl.models.optimizer_settings import check_optimizer_settings
 from alvae_pl.models.view_augmentation import ViewAugmentation
 
@@ -37,7 +38,7 @@ class ContrastiveModel(lightning.LightningModule):
     Each step draws two views of every image of the batch (:class:`ViewAugmentation`, on the device, from a
     generator seeded by ``(init_seed, global_step)``: a resumed run draws the views an uninterrupted one would),
     passes the ``2B`` views through the encoder as one batch (its batch norm sees both views, as SimCLR's global
-    batch norm does) and minimises :func:`~alvae_pl.models.contrastive_encoder.nt_xent_loss`. Adam replaces SimCLR's
+    batch norm does) and minimises :func:`~alvae_pl.models.nt_xent.nt_xent_loss`. Adam replaces SimCLR's
     LARS, which pays only at batch sizes in the thousands. Validation reports the same loss on views seeded by
     batch index, the same every epoch.
 

@@ -40,7 +40,8 @@ class ContrastiveModel(lightning.LightningModule):
     passes the ``2B`` views through the encoder as one batch (its batch norm sees both views, as SimCLR's global
     batch norm does) and minimises :func:`~alvae_pl.models.nt_xent.nt_xent_loss`. Adam replaces SimCLR's
     LARS, which pays only at batch sizes in the thousands. Validation reports the same loss on views seeded by
-    batch index, the same every epoch.
+    batch index, the same every epoch. Under DDP each process contrasts its own batch (no gathered negatives): the
+    effective number of negatives is the per-process batch's.
 
     Args:
         num_channels: image channels; linked from the data.

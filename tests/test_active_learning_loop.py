@@ -166,7 +166,9 @@ def test_missing_medmnist_file_names_path_url_and_flag(tmp_path: Path) -> None:
 DOWNLOADING_CONFIGS = sorted(
     path.name
     for path in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")
-    if path.name.startswith(("mnist_", "chestmnist_", "vae_mnist", "vae_chestmnist"))
+    if path.name.startswith(
+        ("mnist_", "chestmnist_", "vae_mnist", "vae_chestmnist", "contrastive_mnist", "contrastive_chestmnist")
+    )
 )
 
 

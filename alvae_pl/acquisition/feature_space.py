@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from alvae_pl.models.vae_features import VAEFeatures
+from alvae_pl.models.vae_features import FeaturesSlot
 
 if TYPE_CHECKING:
     from alvae_pl.data.image_data import ImageData
@@ -19,16 +19,19 @@ VAE_KEY = "vae"
 
 
 class FeatureSpace:
-    """Task-model features, alone or concatenated with the task-agnostic VAE features (eq. 6).
+    """Task-model features, alone or concatenated with the task-agnostic features (eq. 6).
 
     A point ``u`` is represented by ``[T_f(u), alpha * V(u)]``, where ``T_f(u)`` is the task model's 512-d
-    penultimate embedding and ``V(u)`` the VAE's posterior mean (:class:`~alvae_pl.models.vae_features.VAEFeatures`,
-    which also holds ``alpha`` and whether the blocks are normalised). Without ``vae`` it is ``T_f(u)`` alone
-    (eqs. 1 and 2). ``task_weight`` scales the task block: ``task_weight: 0`` measures in the VAE space alone,
-    ``[0 * T_f(u), V(u)]``, to isolate what the task-agnostic features contribute.
+    penultimate embedding and ``V(u)`` the task-agnostic features of any encoder
+    (:class:`~alvae_pl.models.encoder_features.EncoderFeatures`: the paper's VAE posterior mean by default, or a
+    contrastive or pretrained encoder's embedding; it also holds ``alpha`` and whether the blocks are normalised).
+    Without ``vae`` it is ``T_f(u)`` alone (eqs. 1 and 2). ``task_weight`` scales the task block: ``task_weight: 0``
+    measures in the encoder's space alone, ``[0 * T_f(u), V(u)]``, to isolate what the task-agnostic features
+    contribute.
 
     Args:
-        vae: the VAE features (``None``: task features only).
+        vae: the task-agnostic features, any ``EncoderFeatures`` (``None``: task features only). The key keeps the
+            paper's name; a bare mapping is the VAE's settings, a ``class_path`` picks another encoder.
         task_weight: weight of the task block (1: the paper's). 0 leaves the task features out altogether (they
             are then not even computed) and needs ``vae``.
 
@@ -36,9 +39,16 @@ class FeatureSpace:
 
         features:
           vae: {checkpoint: lightning_logs/vae_digits/seed_0/checkpoints/last.ckpt, alpha: 1.0, normalize: true}
+
+    or, with a contrastive encoder::
+
+        features:
+          vae:
+            class_path: alvae_pl.models.contrastive_features.ContrastiveFeatures
+            init_args: {checkpoint: lightning_logs/contrastive_digits/seed_0/checkpoints/last.ckpt, normalize: true}
     """
 
-    def __init__(self, vae: VAEFeatures | None = None, task_weight: float = 1.0) -> None:
+    def __init__(self, vae: FeaturesSlot | None = None, task_weight: float = 1.0) -> None:
         if not task_weight >= 0 or task_weight == float("inf"):
             raise ValueError(f"task_weight must be a finite number >= 0, got {task_weight}")
         if task_weight == 0 and vae is None:
@@ -56,7 +66,7 @@ class FeatureSpace:
         return self.vae is not None and self.vae.normalize
 
     def setup(self, data: ImageData, device: torch.device) -> None:
-        """Loads the VAE encoder, if any, checking it was trained on this data's shape."""
+        """Loads the task-agnostic encoder, if any, checking it was made for this data's shape."""
         if self.vae is not None:
             self.vae.load(data.num_channels, data.image_size, device, num_classes=data.num_classes, task=data.task)
 

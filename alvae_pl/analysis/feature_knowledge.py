@@ -77,7 +77,8 @@ def report_knowledge(
     """Measure a VAE checkpoint's V(u) and/or a finished task run's T_f(u) on the test split of their data.
 
     Args:
-        vae: a VAE checkpoint ``<run>/checkpoints/last.ckpt``; its run's ``config.yaml`` names the data.
+        vae: an encoder checkpoint ``<run>/checkpoints/last.ckpt`` (a VAE's or a contrastive encoder's); its run's
+            ``config.yaml`` names the data.
         run: the folder of a finished task run (see ``tsne_selection.load_finished_run``).
         out: folder for ``feature_knowledge.md`` / ``.csv`` / ``_tsne.png``; default: beside the first source.
         seed: seeds the folds, k-means and t-SNE.
@@ -98,7 +99,7 @@ def report_knowledge(
         spaces[name] = _embed(lambda images: model.forward_features(images).embedding, test.images)
         targets = test.targets.numpy()
     if vae is not None:
-        from alvae_pl.models.vae_features import VAEFeatures
+        from alvae_pl.models.encoder_checkpoint import features_from_checkpoint
 
         vae = Path(vae)
         config = vae.parent.parent / "config.yaml"
@@ -108,9 +109,8 @@ def report_knowledge(
         test = datamodule.data.test
         if targets is not None and not np.array_equal(test.targets.numpy(), targets):
             raise ValueError(f"the VAE at {vae} was trained on other data than the run {run}: pass a matching pair")
-        features = VAEFeatures(str(vae)).load(datamodule.num_channels, datamodule.image_size)
-        prior = "mixture prior" if features.encoder.prior is not None else "Gaussian prior"
-        spaces[f"VAE V(u), {prior} ({vae.parent.parent.parent.name})"] = _embed(features, test.images)
+        features = features_from_checkpoint(vae).load(datamodule.num_channels, datamodule.image_size)
+        spaces[f"{features.name} ({vae.parent.parent.parent.name})"] = _embed(features, test.images)
         targets = test.targets.numpy()
     rows = [measure(name, features, targets, seed) for name, features in spaces.items()]
     folder = Path(out) if out is not None else (vae.parent.parent if vae is not None else Path(run))

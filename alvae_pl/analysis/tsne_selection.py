@@ -39,8 +39,8 @@ from alvae_pl.analysis.tsne_figure import (
 )
 from alvae_pl.atomic_files import write_csv
 from alvae_pl.data.datamodule import ActiveDataModule
+from alvae_pl.models.encoder_checkpoint import features_from_checkpoint
 from alvae_pl.models.task_model import TaskModel
-from alvae_pl.models.vae_features import VAEFeatures
 
 #: Callback state key prefix of the active-learning loop in a Lightning checkpoint.
 LOOP_STATE_KEY = "ActiveLearningLoop"
@@ -177,11 +177,12 @@ def compare_selections(
 
     Args:
         run: folder of a finished task run (see the module docstring).
-        vae_checkpoint: a VAE trained on the same data (``configs/vae_<data>.yaml``).
+        vae_checkpoint: a VAE (``configs/vae_<data>.yaml``) or contrastive encoder
+            (``configs/contrastive_<data>.yaml``) trained on the same data.
         fraction: share of the unlabeled pool drawn at random to select from (paper: 0.05).
         select: points each selection picks (paper: 100).
         alpha: weight of the VAE block (eq. 6).
-        normalize: scale each block to unit mean norm before alpha (``VAEFeatures(normalize=True)``).
+        normalize: scale each block to unit mean norm before alpha (``EncoderFeatures(normalize=True)``).
         seed: seeds the random share and t-SNE.
         out: the PNG; default ``<run>/tsne_selection.png``. A CSV of the points and their roles goes beside it
             (same name, ``.csv``).
@@ -197,7 +198,7 @@ def compare_selections(
     model, datamodule = load_finished_run(run)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    vae = VAEFeatures(str(vae_checkpoint), alpha=alpha, normalize=normalize)
+    vae = features_from_checkpoint(vae_checkpoint, alpha=alpha, normalize=normalize)
     spaces = {
         "task features": FeatureSpace(),
         f"[task, {alpha:g} \u00d7 VAE] features{' (normalized)' if normalize else ''}": FeatureSpace(vae),

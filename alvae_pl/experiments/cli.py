@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tsne.add_argument("--run", required=True, help="folder of a finished task run (config.yaml, checkpoints/last.ckpt)")
-    tsne.add_argument("--vae", required=True, help="VAE checkpoint trained on the same data")
+    tsne.add_argument("--vae", required=True, help="VAE or contrastive encoder checkpoint trained on the same data")
     tsne.add_argument("--fraction", type=float, default=0.05, help="share of the unlabeled pool to select from (0.05)")
     tsne.add_argument("--select", type=int, default=100, help="points each selection picks (100)")
     tsne.add_argument("--vae-alpha", type=float, default=1.0, help="weight of the VAE features, eq. 6 (1.0)")
@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Embed the test split with a VAE's posterior mean and/or a finished task run's 512-d features and "
         "report 5-NN accuracy (5-fold) and the NMI of k-means clusters with the classes, with a t-SNE map per space.",
     )
-    features.add_argument("--vae", help="a VAE checkpoint <run>/checkpoints/last.ckpt (its config.yaml names the data)")
+    features.add_argument(
+        "--vae", help="a VAE or contrastive encoder's <run>/checkpoints/last.ckpt (its config.yaml names the data)"
+    )
     features.add_argument("--run", help="folder of a finished task run")
     features.add_argument("--out", help="output folder (default: the VAE's run folder, else the task run's)")
     features.add_argument("--seed", type=int, default=0, help="seeds folds, k-means and t-SNE (0)")

@@ -21,7 +21,7 @@ from jsonargparse import Namespace
 
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.cli import CLI_SETTINGS, AlvaeCLI, one_line_parse_error
-from alvae_pl.models.vae_features import VAEFeatures
+from alvae_pl.models.encoder_features import EncoderFeatures
 
 
 class _ParseOnlyCLI(AlvaeCLI):
@@ -114,12 +114,12 @@ def _is_vae_features(class_path: str) -> bool:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return False
-    return isinstance(cls, type) and issubclass(cls, VAEFeatures)
+    return isinstance(cls, type) and issubclass(cls, EncoderFeatures)
 
 
 def vae_checkpoints(config: Namespace) -> list[Path]:
-    """The checkpoints of the task-agnostic VAEs a run reads: every :class:`VAEFeatures` setting with one (the
-    label-aware VAE, trained inside the run, has none)."""
+    """The checkpoints of the task-agnostic encoders a run reads: every :class:`EncoderFeatures` setting with one (a
+    VAE's, a contrastive encoder's; the label-aware VAE, trained inside the run, and pretrained models have none)."""
     found = []
     for spec in _class_specs(config):
         checkpoint = (spec.get("init_args") or Namespace()).get("checkpoint")

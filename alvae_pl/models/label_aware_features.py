@@ -90,9 +90,13 @@ class LabelAwareVAEFeatures(VAEFeatures):
         self._initial_state: dict[str, Tensor] | None = None
 
     @property
-    def latent_dim(self) -> int:
+    def feature_dim(self) -> int:
         """Size of V(u): the latent mean and the label belief (``latent_dim + K``; known once built)."""
         return self._encoder().feature_dim
+
+    @property
+    def name(self) -> str:
+        return "label-aware VAE V(u)"
 
     def load(
         self,
@@ -127,10 +131,9 @@ class LabelAwareVAEFeatures(VAEFeatures):
             self.optimizer = self._new_optimizer()
         return self
 
-    def forward(self, images: Tensor) -> Tensor:
-        """V(u), unweighted: float ``[B, latent_dim]`` of uint8 images ``[B, C, H, W]`` (no gradient)."""
-        with torch.no_grad():
-            return self._encoder().features(images).float()
+    def encode(self, images: Tensor) -> Tensor:
+        """V(u), unweighted: float ``[B, latent_dim + K]`` of uint8 images ``[B, C, H, W]``."""
+        return self._encoder().features(images)
 
     def describe(self) -> dict[str, Any]:
         return {"label_aware": True, "alpha": self.alpha, "normalize": self.normalize,

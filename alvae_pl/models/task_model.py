@@ -33,7 +33,7 @@ from alvae_pl.models.loss_prediction import LossPredictionHead, pairwise_margin_
 from alvae_pl.models.metrics import classification_metrics, scores
 from alvae_pl.models.optimizer_settings import check_optimizer_settings
 from alvae_pl.models.train_metrics import EpochTrainMetrics
-from alvae_pl.models.vae_features import VAEFeatures
+from alvae_pl.models.vae_features import FeaturesSlot
 from alvae_pl.seeding import DROPOUT_STREAM, derive_seed
 
 
@@ -80,8 +80,9 @@ class TaskModel(L.LightningModule):
         loss_margin: xi, the margin of the pairwise loss.
         loss_detach_after: share of each round's epochs after which the head stops training the backbone.
         loss_hidden_dim: width of the head's per-block layer.
-        vae: VAE features whose ``alpha * V(u)`` joins the head's representation
-            (:class:`~alvae_pl.models.vae_features.VAEFeatures`; ``normalize`` does not apply to the head).
+        vae: task-agnostic features whose ``alpha * V(u)`` joins the head's representation: any
+            :class:`~alvae_pl.models.encoder_features.EncoderFeatures` (a bare mapping: the paper's
+            :class:`~alvae_pl.models.vae_features.VAEFeatures`; ``normalize`` does not apply to the head).
         compile: where the step is not replayed as one CUDA graph (``cuda_graph``; e.g. under DDP), compile the
             training forward pass with ``torch.compile`` (full batches of the DataModule's ``batch_size``; the
             last partial batch of an epoch runs eagerly). ``None`` (default): on when training on a CUDA GPU, where
@@ -121,7 +122,7 @@ class TaskModel(L.LightningModule):
         loss_margin: float = 1.0,
         loss_detach_after: float = 0.6,
         loss_hidden_dim: int = 128,
-        vae: VAEFeatures | None = None,
+        vae: FeaturesSlot | None = None,
         compile: bool | None = None,
         compile_mode: str | None = "reduce-overhead",
         compile_backend: str = "inductor",

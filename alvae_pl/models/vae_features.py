@@ -1,20 +1,21 @@
-"""The task-agnostic features of eq. 6: one object, given to every consumer of ``[T_f(u), alpha * V(u)]``."""
+"""The paper's task-agnostic features of eq. 6: a frozen VAE's posterior mean, as :class:`EncoderFeatures`."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from alvae_pl.models.encoder_features import EncoderFeatures
 from alvae_pl.models.vae import VAE, load_vae_encoder
 
 
-class VAEFeatures(nn.Module):
+class VAEFeatures(EncoderFeatures):
     """V(u), the posterior mean of a frozen VAE encoder, with the weight ``alpha`` it gets beside the task features.
 
-    A plain ``nn.Module`` (the VAE's LightningModule trains it; this only reads it), built from the configuration
+    An :class:`~alvae_pl.models.encoder_features.EncoderFeatures` (the VAE's LightningModule trains it; this only
+    reads it), built from the configuration
     and handed to each place where eq. 6 applies: the distance heuristics' feature space
     (``active.heuristic.init_args.features.vae``), the loss-prediction head (``model.init_args.vae``) and the
     t-SNE and feature-knowledge commands. The encoder is read from ``checkpoint`` on first use, checked against
@@ -35,12 +36,8 @@ class VAEFeatures(nn.Module):
     """
 
     def __init__(self, checkpoint: str, alpha: float = 1.0, normalize: bool = False) -> None:
-        super().__init__()
-        if not (alpha >= 0 and math.isfinite(alpha)):
-            raise ValueError(f"the VAE features' alpha must be a finite number >= 0, got {alpha}")
+        super().__init__(alpha=alpha, normalize=normalize)
         self.checkpoint = checkpoint
-        self.alpha = alpha
-        self.normalize = normalize
         self.encoder: VAE | None = None
 
     def load(
@@ -75,21 +72,19 @@ class VAEFeatures(nn.Module):
         return self.to(device) if device is not None else self
 
     @property
-    def latent_dim(self) -> int:
+    def feature_dim(self) -> int:
+        """``latent_dim`` of the VAE."""
         return int(self._encoder().latent_dim)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """V(u), unweighted: float ``[B, latent_dim]`` of uint8 images ``[B, C, H, W]`` (no gradient)."""
-        with torch.no_grad():
-            return self._encoder().encode_mean(images).float()
+    @property
+    def name(self) -> str:
+        encoder = self.encoder
+        prior = "mixture prior" if encoder is not None and encoder.prior is not None else "Gaussian prior"
+        return f"VAE V(u), {prior}"
 
-    def weighted(self, images: Tensor) -> Tensor:
-        """``alpha * V(u)``, float ``[B, latent_dim]``."""
-        return self.alpha * self(images)
-
-    def train(self, mode: bool = True) -> VAEFeatures:
-        """Stays in eval mode whatever its owner switches to: the encoder only provides features."""
-        return super().train(False)
+    def encode(self, images: Tensor) -> Tensor:
+        """V(u), the posterior mean: float ``[B, latent_dim]`` of uint8 images ``[B, C, H, W]``."""
+        return self._encoder().encode_mean(images)
 
     def describe(self) -> dict[str, Any]:
         """The settings, as plain values (for hyper-parameter records and checkpoints)."""
@@ -99,3 +94,9 @@ class VAEFeatures(nn.Module):
         if self.encoder is None:
             raise RuntimeError("VAEFeatures.load(num_channels, image_size) must be called first: it reads the VAE")
         return self.encoder
+
+
+#: The type of the ``vae`` slot in configs (``features.vae``, ``model.init_args.vae``): VAEFeatures first, so that a
+#: bare mapping without ``class_path`` keeps meaning the paper's VAE (jsonargparse tries the union in order; the
+#: abstract base alone would demand a ``class_path``), then any other :class:`EncoderFeatures` by ``class_path``.
+FeaturesSlot = VAEFeatures | EncoderFeatures

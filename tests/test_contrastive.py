@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import first_acquisition, read_csv
 
 from alvae_pl.cli import main as train_main
 from alvae_pl.data.sources import DigitsSource
@@ -18,6 +17,7 @@ from alvae_pl.models.contrastive_encoder import ContrastiveEncoder
 from alvae_pl.models.contrastive_features import ContrastiveFeatures
 from alvae_pl.models.nt_xent import nt_xent_loss
 from alvae_pl.models.view_augmentation import ViewAugmentation
+from tests.helpers.cli_runs import first_acquisition, read_csv
 
 #: Epochs of the test's training on the digits' 1,257 train-split images (10 steps each; ~15 s an epoch on 1 core).
 EPOCHS = 3

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import first_acquisition
 from torchvision.models import ResNet18_Weights, resnet18
 
 from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.models.pretrained_features import PretrainedFeatures, torchvision_weights_path
+from tests.helpers.cli_runs import first_acquisition
 
 
 @pytest.mark.parametrize(("model", "dim"), [("resnet18", 512), ("resnet50", 2048), ("vit_b_16", 768)])

@@ -52,9 +52,11 @@ class ContrastiveModel(lightning.LightningModule):
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         init_seed: seeds the initial weights and the views; linked from ``seed_everything``.
-        crop_scale, aspect_ratio, brightness, contrast, jitter_p, blur_sigma, blur_p, noise_std, noise_p,
-            horizontal_flip, rotation: the views (:class:`~alvae_pl.models.view_augmentation.ViewAugmentation`;
-            flips and rotations off by default).
+
+    The remaining arguments (``crop_scale``, ``aspect_ratio``, ``brightness``, ``contrast``, ``jitter_p``,
+    ``blur_sigma``, ``blur_p``, ``noise_std``, ``noise_p``, ``horizontal_flip``, ``rotation``) set the views, as
+    :class:`~alvae_pl.models.view_augmentation.ViewAugmentation` documents them; flips and rotations are off by
+    default.
     """
 
     def __init__(

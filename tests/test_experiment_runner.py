@@ -416,12 +416,16 @@ def test_shipped_experiment_configs_parse(monkeypatch: pytest.MonkeyPatch) -> No
         # The VAE variants read a checkpoint one of the experiment's VAE configs writes (checked by read_experiment);
         # the label-aware VAE trains inside its runs and reads none.
         assert experiment.vae is not None
-        reads = ["vae" in name or "mixture" in name or "_start" in name for name in experiment.variants]
+        reads = [
+            any(word in name for word in ("vae", "mixture", "_start", "contrastive")) for name in experiment.variants
+        ]
         assert [v.uses_vae for v in experiment.variants.values()] == reads, path
         for variant in experiment.variants.values():
             assert [vae.config.stem for vae in experiment.vaes_for(variant)] == (
                 [f"vae_{path.stem.split('_')[0]}_mixture"]
                 if "mixture" in variant.name
+                else [f"contrastive_{path.stem.split('_')[0]}"]
+                if "contrastive" in variant.name
                 else [f"vae_{path.stem.split('_')[0]}"]
                 if variant.uses_vae
                 else []
@@ -468,7 +472,7 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(mon
                 kind = kind.removesuffix("_typiclust_start")
             else:
                 assert config["active"]["start"] is None, (path, variant.name)
-            for suffix in ("_vae", "_vae_only", "_mixture", "_label_aware"):
+            for suffix in ("_vae", "_vae_only", "_mixture", "_label_aware", "_contrastive", "_contrastive_only"):
                 kind = kind.removesuffix(suffix)
             expected = VARIANT_HEURISTICS[kind]
             assert heuristic["class_path"].rsplit(".", 1)[-1] == expected, (path, variant.name)
@@ -476,11 +480,14 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(mon
             features = features.get("init_args", features)
             vae = features.get("vae") or {}
             checkpoint = vae.get("init_args", vae).get("checkpoint")
-            if variant.name.endswith("_vae_only") or expected in ("TypiClust", "ProbCover"):
+            if variant.name.endswith(("_vae_only", "_contrastive_only")) or expected in ("TypiClust", "ProbCover"):
                 assert features["task_weight"] == 0.0 and checkpoint
             elif expected in ("CoreSet", "MedAL"):
                 assert features.get("task_weight", 1.0) == 1.0
-                assert bool(checkpoint) == variant.name.endswith(("_vae", "_mixture")), (path, variant.name)
+                assert bool(checkpoint) == variant.name.endswith(("_vae", "_mixture", "_contrastive")), (
+                    path,
+                    variant.name,
+                )
                 if variant.name.endswith("_label_aware"):
                     assert vae["class_path"].endswith("LabelAwareVAEFeatures")
             head_vae = config["model"]["init_args"].get("vae") or {}

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from alvae_pl import acquisition
 from alvae_pl.atomic_files import DiskFullError
-from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
+from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop, finished_line
 from alvae_pl.callbacks.progress_bar import ThrottledProgressBar
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.callbacks.run_config import RunConfigRecord
@@ -144,12 +144,7 @@ class AlvaeCLI(LightningCLI):
         loop_state = state.get("callbacks", {}).get("ActiveLearningLoop") or {}
         if loop_state.get("finished") and loop_state.get("history"):
             # Nothing to train and nothing to write (not even a TensorBoard events file): say so and stop.
-            history = loop_state["history"]
-            rounds = f"{len(history)} round{'s' if len(history) > 1 else ''}"
-            raise RunFinished(
-                f"Nothing to do: this run finished earlier ({rounds}, {history[-1]['labels']} labels); records in "
-                f"{folder} (history.csv, labeled.csv)"
-            )
+            raise RunFinished(finished_line(loop_state["history"], folder, earlier=True))
 
     def _save_config_callback_text(self) -> str:
         record = next(c for c in self.trainer.callbacks if isinstance(c, RunConfigRecord))

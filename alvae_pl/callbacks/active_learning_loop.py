@@ -43,6 +43,20 @@ def save_run_checkpoint(trainer: L.Trainer) -> None:
             callback.save_now(trainer)
 
 
+def finished_line(history: list[dict[str, Any]], folder: Path, earlier: bool) -> str:
+    """The closing line of a finished run with rows ``history``: what it reached (``earlier``: that it finished
+    before this command, which did nothing) and where its records are."""
+    last = history[-1]
+    rounds = f"{len(history)} round{'s' if len(history) > 1 else ''}"
+    where = f"records in {folder} (history.csv, labeled.csv)"
+    if earlier:
+        return f"Nothing to do: this run finished earlier ({rounds}, {last['labels']} labels); {where}"
+    metrics = ", ".join(
+        f"{key} {last[key]:.4f}" for key in ("val_accuracy", "val_auroc") if not math.isnan(last.get(key, math.nan))
+    )
+    return f"Finished: {rounds}, {last['labels']} labels, {metrics}; {where}"
+
+
 def round_seed(seed: int, round_index: int) -> int:
     """The seed of one round's random choices: derived, never taken from global RNG state."""
     return derive_seed(seed, ACQUISITION_STREAM, round_index + 1)
@@ -488,15 +502,7 @@ class ActiveLearningLoop(Callback):
             return self.pause_message
         if not self.finished or not self.history:
             return None
-        last = self.history[-1]
-        metrics = ", ".join(
-            f"{key} {last[key]:.4f}" for key in ("val_accuracy", "val_auroc") if not math.isnan(last.get(key, math.nan))
-        )
-        rounds = f"{len(self.history)} round{'s' if len(self.history) > 1 else ''}"
-        where = f"records in {self._run_folder} (history.csv, labeled.csv)"
-        if self.rounds_this_process == 0:  # train.py says so before fitting; this is for other callers of fit
-            return f"Nothing to do: this run finished earlier ({rounds}, {last['labels']} labels); {where}"
-        return f"Finished: {rounds}, {last['labels']} labels, {metrics}; {where}"
+        return finished_line(self.history, self._run_folder, earlier=self.rounds_this_process == 0)
 
     # ------------------------------------------------------------------------------------------ records
     def _publish(self, trainer: L.Trainer, row: dict[str, Any]) -> None:

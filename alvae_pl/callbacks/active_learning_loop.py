@@ -17,6 +17,7 @@ from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Heuristic
 from alvae_pl.acquisition.random_sampling import RandomSampling
 from alvae_pl.callbacks.label_aware_retraining import find_label_aware, retrain_label_aware
+from alvae_pl.callbacks.query_predictions import with_predictions
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.callbacks.run_records import CURVE_COLUMNS, HISTORY_COLUMNS, LABELED_COLUMNS, write_csv_atomically
 from alvae_pl.callbacks.sharded_inference import sharded_inference
@@ -389,6 +390,8 @@ class ActiveLearningLoop(Callback):
                 generator,
                 round_index=self.round_index + 1,
             )
+            if self.oracle.shows_predictions:  # e.g. Label Studio's pre-annotations
+                self.pending = with_predictions(trainer, model, self.pending)
             # A bad answers file here must not lose the round just trained: it pauses the run like missing answers.
             self._settle(trainer, pause_on_error=True)
             row["acquisition_seconds"] = time.perf_counter() - started
@@ -562,6 +565,7 @@ class ActiveLearningLoop(Callback):
                 "round_index": self.pending.round_index,
                 "positions": self.pending.positions.clone(),
                 "scores": self.pending.scores.clone(),
+                "predictions": None if self.pending.predictions is None else self.pending.predictions.clone(),
             },
             "vae_trained_round": self.vae_trained_round,
             "round_vae_seconds": self.round_vae_seconds,

@@ -33,14 +33,20 @@ class LabelRows:
     """The raw cells of a labels CSV.
 
     Attributes:
-        path: the file read.
+        path: the file read (or, for answers that come from elsewhere, what messages call their source).
         columns: the header, stripped.
         rows: ``(line number, {column: stripped cell})`` per data row; line 1 is the header.
+        row_word: what messages call a row's number: ``line`` in a CSV (an annotation tool's rows may be tasks).
     """
 
-    path: Path
+    path: Path | str
     columns: tuple[str, ...]
     rows: tuple[tuple[int, dict[str, str]], ...]
+    row_word: str = "line"
+
+    def where(self, number: int) -> str:
+        """Where row ``number`` is, for a message: ``answers.csv line 7``."""
+        return f"{self.path} {self.row_word} {number}"
 
     def task(self) -> TaskKind:
         """Multi-class when the header has a ``label`` column, else multi-label (one column per finding)."""
@@ -148,9 +154,11 @@ def parse_labels(
     for number, cells in table.rows:
         name = cells[FILE_COLUMN]
         if not name:
-            raise ValueError(f"{path} line {number}: the '{FILE_COLUMN}' cell is empty; name the image")
+            raise ValueError(f"{table.where(number)}: the '{FILE_COLUMN}' cell is empty; name the image")
         if name in seen:
-            raise ValueError(f"{path} line {number}: {name} is already in line {seen[name]}; keep one row per image")
+            raise ValueError(
+                f"{table.where(number)}: {name} is already in {table.row_word} {seen[name]}; keep one row per image"
+            )
         seen[name] = number
         if task == "multiclass":
             label = cells[LABEL_COLUMN]
@@ -158,10 +166,10 @@ def parse_labels(
                 if allow_blank:
                     blank.append(name)
                     continue
-                raise ValueError(f"{path} line {number}: {name} has no label; fill it in or delete the row")
+                raise ValueError(f"{table.where(number)}: {name} has no label; fill it in or delete the row")
             if label not in index:
                 raise ValueError(
-                    f"{path} line {number}: unknown class {label!r} for {name}; known: {', '.join(names)} "
+                    f"{table.where(number)}: unknown class {label!r} for {name}; known: {', '.join(names)} "
                     f"({unknown_hint})"
                 )
             targets.append(index[label])
@@ -174,7 +182,8 @@ def parse_labels(
                 if value not in ("0", "1"):
                     shown = repr(value) if value else "empty"
                     raise ValueError(
-                        f"{path} line {number}: finding {finding} of {name} is {shown}; write 1 (present) or 0 (absent)"
+                        f"{table.where(number)}: finding {finding} of {name} is {shown}; "
+                        "write 1 (present) or 0 (absent)"
                     )
             targets.append([int(value) for value in values])
         files.append(name)

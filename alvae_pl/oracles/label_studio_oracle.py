@@ -142,21 +142,28 @@ class LabelStudioOracle(Oracle):
         if unsent:  # a new query (or the rest of one whose import was cut short)
             client.import_tasks(project["id"], self._tasks(query, asked, unsent, datamodule))
             return self._waiting(query, where, len(asked), len(asked))
-        table = self._annotations(tasks, where, data.task, tuple(data.class_names))
-        answered = check_answers(
-            table,
-            asked,
-            query,
-            datamodule,
-            remove_hint="delete the task",
-            unknown_hint="choose one of the run's classes: they are fixed when it starts",
-        )
+        answered = self.checked_answers(tasks, where, asked, query, datamodule)
         missing = len(asked) - len(answered)
         if not answered or (missing and self.partial == "wait"):
             return self._waiting(query, where, missing, len(asked))
         return answered_part(query, asked, answered)
 
     # ------------------------------------------------------------------------------------------ helpers
+    def checked_answers(
+        self, tasks: list[dict], where: str, asked: list[str], query: Query, datamodule: ActiveDataModule
+    ) -> dict[str, Tensor]:
+        """The annotations of the query's ``tasks`` (Label Studio's export), checked as the CSV answers are
+        (:func:`~alvae_pl.oracles.answer_check.check_answers`); ``where`` names the project in messages."""
+        data = datamodule.data
+        return check_answers(
+            self._annotations(tasks, where, data.task, tuple(data.class_names)),
+            asked,
+            query,
+            datamodule,
+            remove_hint="delete the task",
+            unknown_hint="choose one of the run's classes: they are fixed when it starts",
+        )
+
     def _project(self, client: LabelStudioClient, run_folder: Path, task: str, names: tuple[str, ...]) -> dict:
         """The run's project: the one its note names, else the one titled ``project`` (created when there is none).
         The note is written before any task is sent, so that a continued run asks the same project."""

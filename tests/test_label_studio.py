@@ -127,6 +127,7 @@ class Expert:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the server's start (about 3 minutes on 2 loaded cores) counts, and six commands
 def test_label_studio_answers_reproduce_the_simulation_and_failures_change_nothing(
     label_studio: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,7 +135,7 @@ def test_label_studio_answers_reproduce_the_simulation_and_failures_change_nothi
     simulated = _simulated(lab, tmp_path / "simulated", "--active.heuristic=Margin")
     token = _personal_access_token(label_studio)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
-    oracle = ["--active.oracle=alvae_pl.oracles.LabelStudioOracle", f"--active.oracle.init_args.project={PROJECT}"]
+    oracle = ["--config=configs/oracles/label_studio.yaml"]  # the shipped overlay (project "alvae digits")
     run = tmp_path / "studio" / "lab_digits" / "run"
     studio = _arguments(lab, tmp_path / "studio", "--active.heuristic=Margin", *oracle,
                         f"--active.oracle.init_args.url={label_studio}")  # fmt: skip
@@ -308,7 +309,7 @@ def test_a_missing_token_is_refused_before_training(
 ) -> None:
     lab = write_digits_folder(tmp_path / "lab", initial_labels=30)
     monkeypatch.delenv("LAB_TOKEN", raising=False)
-    arguments = _arguments(lab, tmp_path / "logs", "--active.oracle=alvae_pl.oracles.LabelStudioOracle",
+    arguments = _arguments(lab, tmp_path / "logs", "--config=configs/oracles/label_studio.yaml",
                            "--active.oracle.init_args.token_env=LAB_TOKEN")  # fmt: skip
     with pytest.raises(SystemExit) as stopped:
         main(arguments)

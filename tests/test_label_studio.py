@@ -22,6 +22,7 @@ import pytest
 import requests
 import torch
 
+from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.cli import main
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.data.digits_folder import FINDINGS, write_digits_folder
@@ -153,7 +154,16 @@ def test_label_studio_answers_reproduce_the_simulation_and_failures_change_nothi
     chosen = {row["file"]: float(row["score"]) for row in read_csv(simulated / "labeled.csv") if row["round"] == "1"}
     assert {p["file"]: p["score"] for p in picks} == pytest.approx(chosen)  # the simulation's picks and scores
     assert all(p["image"].startswith("data:image/png;base64,") for p in picks)
-    assert all(t["total_predictions"] == 1 for t in tasks)
+    assert all(t["total_predictions"] == 1 for t in tasks)  # the pre-annotation, which the labeling page starts from
+    project = json.loads((run / RECORD_NAME).read_text())["project_id"]
+    assert expert.client.project(project)["model_version"] == "alvae-pl round 0"
+    # Each pre-annotation is the class the round-0 model (whose probabilities the checkpoint keeps) finds likeliest.
+    checkpoint = torch.load(RunCheckpoint.last_path(run), weights_only=True)
+    probabilities = checkpoint["callbacks"]["ActiveLearningLoop"]["pending"]["predictions"]  # [30, 10]
+    for task, row in zip(tasks, probabilities, strict=True):
+        (prediction,) = expert.client._call("GET", "/api/predictions/", params={"task": task["id"]})
+        assert prediction["result"][0]["value"]["choices"] == [str(int(row.argmax()))]
+        assert prediction["score"] == pytest.approx(float(row.max()))
     # The token is in no file the run wrote: not the config, the checkpoint, the logs or the project note.
     secret = token.encode()
     assert not [p for p in run.rglob("*") if p.is_file() and secret in p.read_bytes()]

@@ -16,6 +16,8 @@ except ImportError:  # the optional extra: refused in one line when the oracle i
 
 #: Seconds to wait for one answer of the server (an import of a few thousand tasks takes a while).
 TIMEOUT_S = 300.0
+#: Tasks per import request.
+IMPORT_BATCH = 500
 
 
 class LabelStudioError(ValueError):
@@ -104,9 +106,17 @@ class LabelStudioClient:
             "POST", "/api/projects/", json={"title": title, "label_config": label_config, "description": description}
         )
 
+    def show_predictions_of(self, project_id: int, model_version: str) -> None:
+        """Have the labeling page start each task from the predictions of ``model_version`` (a pre-annotation the
+        annotator accepts or corrects), which must be among the project's predictions."""
+        self._call("PATCH", f"/api/projects/{project_id}/", json={"model_version": model_version})
+
     def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> None:
-        """Adds ``tasks`` (``{"data": ..., "predictions": [...]}`` each) to the project, in order."""
-        self._call("POST", f"/api/projects/{project_id}/import", json=tasks, params={"commit_to_project": "true"})
+        """Adds ``tasks`` (``{"data": ..., "predictions": [...]}`` each) to the project, in order, in requests of
+        :data:`IMPORT_BATCH` tasks (each task carries its image: a query of large images is many megabytes)."""
+        for start in range(0, len(tasks), IMPORT_BATCH):
+            batch = tasks[start : start + IMPORT_BATCH]
+            self._call("POST", f"/api/projects/{project_id}/import", json=batch, params={"commit_to_project": "true"})
 
     def tasks(self, project_id: int) -> list[dict[str, Any]]:
         """Every task of the project with its ``data`` and ``annotations`` (Label Studio's JSON export)."""

@@ -34,7 +34,7 @@ def label_config(task: str, class_names: tuple[str, ...]) -> str:
     """Label Studio's labeling configuration (XML) for ``class_names``: one class per image (multi-class), or any
     number of findings (multi-label; none ticked means none present). The header shows the task's ``caption``."""
     single = task == "multiclass"
-    kind, required = ("single", ' required="true"') if single else ("multiple", "")
+    kind, required = ("single-radio", ' required="true"') if single else ("multiple", "")
     choices = "\n".join(f"    <Choice value={quoteattr(name)}/>" for name in class_names)
     return (
         "<View>\n"
@@ -79,6 +79,11 @@ def pre_annotation(
         "value": {"choices": chosen},
     }
     return {"model_version": model_version, "score": score, "result": [result]}
+
+
+def model_version(query: Query) -> str:
+    """Label Studio's name for the model whose predictions pre-annotate ``query``: the one round ``r - 1`` trained."""
+    return f"alvae-pl round {query.round_index - 1}"
 
 
 class LabelStudioOracle(Oracle):
@@ -141,6 +146,8 @@ class LabelStudioOracle(Oracle):
         unsent = [i for i, name in enumerate(asked) if name not in have]
         if unsent:  # a new query (or the rest of one whose import was cut short)
             client.import_tasks(project["id"], self._tasks(query, asked, unsent, datamodule))
+            if query.predictions is not None:
+                client.show_predictions_of(project["id"], model_version(query))
             return self._waiting(query, where, len(asked), len(asked))
         answered = self.checked_answers(tasks, where, asked, query, datamodule)
         missing = len(asked) - len(answered)
@@ -226,9 +233,8 @@ class LabelStudioOracle(Oracle):
                 }
             }
             if query.predictions is not None:
-                version = f"alvae-pl round {query.round_index - 1}"
                 task["predictions"] = [
-                    pre_annotation(query.predictions[i], data.task, tuple(data.class_names), version)
+                    pre_annotation(query.predictions[i], data.task, tuple(data.class_names), model_version(query))
                 ]
             tasks.append(task)
         return tasks

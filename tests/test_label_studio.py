@@ -105,12 +105,18 @@ def _personal_access_token(url: str) -> str:
 
 
 class Expert:
-    """Plays the annotator through Label Studio's API, from the answer key."""
+    """Plays the annotator through Label Studio's API, from the answer key: the class (multi-class), or a tick for
+    each finding the key says is present (multi-label)."""
 
     def __init__(self, url: str, key: Path) -> None:
         self.url = url
         self.client = LabelStudioClient(url, LEGACY_TOKEN, "the test's token")
-        self.truth = {row["file"]: row["label"] for row in read_csv(key)}
+        rows = read_csv(key)
+        self.control = "label" if "label" in rows[0] else "findings"
+        self.truth = {
+            row["file"]: [row["label"]] if self.control == "label" else [f for f in FINDINGS if row[f] == "1"]
+            for row in rows
+        }
 
     def tasks(self, run: Path, round_index: int) -> list[dict]:
         project = json.loads((run / RECORD_NAME).read_text())["project_id"]
@@ -118,8 +124,10 @@ class Expert:
         return sorted(tasks, key=lambda t: t["id"])
 
     def annotate(self, task: dict, choice: str | None = None) -> int:
-        result = [{"from_name": "label", "to_name": "image", "type": "choices",
-                   "value": {"choices": [choice or self.truth[task["data"]["file"]]]}}]  # fmt: skip
+        choices = [choice] if choice is not None else self.truth[task["data"]["file"]]
+        # Nothing ticked is submitted as an empty result, as the labeling page does.
+        result = [{"from_name": self.control, "to_name": "image", "type": "choices", "value": {"choices": choices}}]
+        result = result if choices else []
         answer = self.client._call("POST", f"/api/tasks/{task['id']}/annotations/", json={"result": result})
         return answer["id"]
 
@@ -229,6 +237,34 @@ def test_label_studio_answers_reproduce_the_simulation_and_failures_change_nothi
     assert without_timings(read_csv(run / "history.csv")) == without_timings(read_csv(simulated / "history.csv"))
     assert [row["labels"] for row in read_csv(run / "history.csv")] == ["30", "60", "90"]
     assert read_run_status(run) == read_run_status(simulated) == "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_label_studio_findings_reproduce_the_simulation(
+    label_studio: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lab = write_digits_folder(tmp_path / "lab", initial_labels=30, findings=True)
+    # Two rounds (30 -> 60 labels): one query, annotated by ticking the findings present.
+    findings = [f"--data.source.init_args.classes=[{','.join(FINDINGS)}]", "--active.heuristic=CoreSet",
+                "--active.max_labels=60"]  # fmt: skip
+    simulated = _simulated(lab, tmp_path / "simulated", *findings)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", LEGACY_TOKEN)  # the legacy kind of token works too
+    run = tmp_path / "studio" / "lab_digits" / "run"
+    studio = _arguments(lab, tmp_path / "studio", *findings, "--config=configs/oracles/label_studio.yaml",
+                        f"--active.oracle.init_args.url={label_studio}",
+                        "--active.oracle.init_args.project=alvae findings")  # fmt: skip
+    main(studio)
+    assert "Round 1 waits for labels: 30 of 30 images" in capsys.readouterr().err
+    expert = Expert(label_studio, lab / "answer_key.csv")
+    assert expert.control == "findings"
+    for task in expert.tasks(run, 1):
+        expert.annotate(task)
+    main(studio)
+
+    assert read_csv(run / "labeled.csv") == read_csv(simulated / "labeled.csv")
+    assert without_timings(read_csv(run / "history.csv")) == without_timings(read_csv(simulated / "history.csv"))
+    assert [row["labels"] for row in read_csv(run / "history.csv")] == ["30", "60"]
 
 
 # ------------------------------------------------------------------------------------------ without a server

@@ -24,6 +24,10 @@ class LabelStudioError(ValueError):
     """A call to Label Studio failed; the message is one line that says what to do."""
 
 
+class LabelStudioNotFound(LabelStudioError):
+    """The server has no such object (404): a deleted project, say."""
+
+
 def read_token(token_env: str) -> str:
     """The API token from the environment variable ``token_env`` (never from a file the run writes)."""
     token = os.environ.get(token_env, "").strip()
@@ -74,7 +78,7 @@ class LabelStudioClient:
                 f"access token of Label Studio's Account & Settings page into {self.token_env}"
             )
         if response.status_code == 404:
-            raise LabelStudioError(f"Label Studio at {self.url} has no {path} (404)")
+            raise LabelStudioNotFound(f"Label Studio at {self.url} has no {path} (404)")
         if not response.ok:
             detail = " ".join(response.text.split())[:200]
             raise LabelStudioError(
@@ -86,10 +90,8 @@ class LabelStudioClient:
         """The project with id ``project_id``, or ``None`` when there is none (deleted)."""
         try:
             return self._call("GET", f"/api/projects/{project_id}/")
-        except LabelStudioError as error:
-            if "(404)" in str(error):
-                return None
-            raise
+        except LabelStudioNotFound:
+            return None
 
     def projects_titled(self, title: str) -> list[dict[str, Any]]:
         """The projects whose title is exactly ``title`` (the server filters by substring)."""

@@ -254,9 +254,17 @@ def test_label_studio_findings_reproduce_the_simulation(
     studio = _arguments(lab, tmp_path / "studio", *findings, "--config=configs/oracles/label_studio.yaml",
                         f"--active.oracle.init_args.url={label_studio}",
                         "--active.oracle.init_args.project=alvae findings")  # fmt: skip
+    # A project of that title that already holds tasks (another run's): the trained round waits, and the same command
+    # naming another project goes on.
+    expert = Expert(label_studio, lab / "answer_key.csv")
+    taken = expert.client.create_project("alvae findings", "<View><Text name='t' value='$text'/></View>", "")
+    expert.client.import_tasks(taken["id"], [{"data": {"text": "someone else's"}}])
+    main(studio)
+    assert "Label Studio project 'alvae findings' on " in capsys.readouterr().err
+    assert read_run_status(run) == "waiting_for_labels" and not (run / RECORD_NAME).exists()
+    studio.append("--active.oracle.init_args.project=alvae findings 2")
     main(studio)
     assert "Round 1 waits for labels: 30 of 30 images" in capsys.readouterr().err
-    expert = Expert(label_studio, lab / "answer_key.csv")
     assert expert.control == "findings"
     for task in expert.tasks(run, 1):
         expert.annotate(task)

@@ -260,7 +260,7 @@ def test_label_studio_findings_reproduce_the_simulation(
     taken = expert.client.create_project("alvae findings", "<View><Text name='t' value='$text'/></View>", "")
     expert.client.import_tasks(taken["id"], [{"data": {"text": "someone else's"}}])
     main(studio)
-    assert "Label Studio project 'alvae findings' on " in capsys.readouterr().err
+    assert "Label Studio project 'alvae findings' on " in (err := capsys.readouterr().err) and "holds 1 tasks" in err
     assert read_run_status(run) == "waiting_for_labels" and not (run / RECORD_NAME).exists()
     studio.append("--active.oracle.init_args.project=alvae findings 2")
     main(studio)

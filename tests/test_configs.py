@@ -1,5 +1,6 @@
-"""The shipped configs: each one-file paper config is the composition of a data-set base, a heuristic and (for
-``*_vae``) the VAE overlay, so that the copies users run in one command cannot drift from the parts."""
+"""The shipped configs: each one-file paper config names its data-set base (a ``config:`` key) and adds the heuristic
+and, for ``*_vae``, the VAE's checkpoint; it must resolve to exactly the composition of the base, the heuristic
+overlay and the VAE overlay, so that the one-command configs and the parts cannot drift apart."""
 
 from __future__ import annotations
 
@@ -59,3 +60,11 @@ def test_every_one_file_paper_config_has_its_parts() -> None:
 def test_one_file_config_equals_its_composition(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPOSITORY)
     assert settings([f"configs/{name}"]) == settings(composition(name))
+
+
+@pytest.mark.parametrize("name", ONE_FILE_CONFIGS)
+def test_one_file_config_names_its_parts_instead_of_copying_them(name: str) -> None:
+    """A base's settings live in one file: a one-command config starts from its base and adds only what differs."""
+    lines = [line for line in (REPOSITORY / "configs" / name).read_text().splitlines() if not line.startswith("#")]
+    assert lines[0].startswith("config: ")
+    assert len(lines) <= 4

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from alvae_pl import acquisition
+from alvae_pl.cli import main
 from alvae_pl.experiments.train_config import config_arguments, parse_train_arguments
 from tests.helpers.cli_runs import REPOSITORY
 
@@ -68,3 +70,14 @@ def test_one_file_config_names_its_parts_instead_of_copying_them(name: str) -> N
     lines = [line for line in (REPOSITORY / "configs" / name).read_text().splitlines() if not line.startswith("#")]
     assert lines[0].startswith("config: ")
     assert len(lines) <= 4
+
+
+def test_help_offers_every_heuristic_a_user_can_choose_and_no_abstract_base(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    options = capsys.readouterr().out.split("\n  --active.heuristic HEURISTIC")[1].split("\n  --active.oracle")[0]
+    offered = set(re.findall(r"alvae_pl\.acquisition\.(\w+)", re.sub(r"\s+", "", options)))
+    concrete = {name for name in acquisition.__all__ if name not in ("Heuristic", "Selection")}
+    assert {"CoreSet", "MedAL", "Entropy", "RandomSampling"} <= offered
+    assert offered <= concrete | {"ClassBalanced"}
+    assert not offered & {"PredictionHeuristic", "DistanceHeuristic", "Heuristic"}

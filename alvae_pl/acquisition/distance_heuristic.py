@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,14 @@ class DistanceHeuristic(Heuristic):
     """
 
     uses_labeled = True
-    greedy: GreedyPick
+
+    @staticmethod
+    @abstractmethod
+    def greedy(
+        candidates: Tensor, labeled: Tensor, budget: int, generator: torch.Generator | None, chunk_size: int
+    ) -> Selection:
+        """The subclass's pick (a :data:`GreedyPick`): ``budget`` positions into ``candidates`` ``[n, D]``, given
+        the labeled points ``[m, D]``."""
 
     def __init__(self, features: FeatureSpace | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         if chunk_size < 1:

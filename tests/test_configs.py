@@ -78,6 +78,6 @@ def test_help_offers_every_heuristic_a_user_can_choose_and_no_abstract_base(caps
     options = capsys.readouterr().out.split("\n  --active.heuristic HEURISTIC")[1].split("\n  --active.oracle")[0]
     offered = set(re.findall(r"alvae_pl\.acquisition\.(\w+)", re.sub(r"\s+", "", options)))
     concrete = {name for name in acquisition.__all__ if name not in ("Heuristic", "Selection")}
-    assert {"CoreSet", "MedAL", "Entropy", "RandomSampling"} <= offered
+    assert {"CoreSet", "MedAL", "TypiClust", "ProbCover", "Entropy", "RandomSampling"} <= offered
     assert offered <= concrete | {"ClassBalanced"}
-    assert not offered & {"PredictionHeuristic", "DistanceHeuristic", "Heuristic"}
+    assert not offered & {"PredictionHeuristic", "FeatureSpaceHeuristic", "DistanceHeuristic", "Heuristic"}

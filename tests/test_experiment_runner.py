@@ -335,6 +335,7 @@ def test_a_run_waiting_for_labels_is_reported_and_the_runner_goes_on(tmp_path: P
         ({"seeds": [0, 0]}, ValueError, "repeats a seed"),
         ({"seeds": "0-4"}, ValueError, "list of non-negative integers"),
         ({"overrides": ["--data.pool_seed=3"]}, ValueError, "sets --data.pool_seed, which the runner sets"),
+        ({"overrides": ["--config", "configs/base.yaml"]}, ValueError, "sets --config, which the runner sets"),
         ({"overrides": "--trainer.devices=4"}, ValueError, "must be a list of train.py arguments"),
         ({"vae": "nowhere/vae.yaml"}, FileNotFoundError, "VAE config nowhere/vae.yaml does not exist"),
         ({"variants": {"base": "configs/base.yaml"}}, ValueError, "at least two variants"),

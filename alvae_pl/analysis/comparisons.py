@@ -160,8 +160,9 @@ def write_combined_report(
     lines = [
         f"# {title or 'Experiments compared: ' + ', '.join(experiments)}",
         "",
-        f"Experiments (settings): {', '.join(f'{n} ({len(next(iter(r.values())))} seeds)' for n, r in settings.items())}; "
-        f"variants run in all of them: {', '.join(heuristics)}.",
+        "Experiments (settings): "
+        + ", ".join(f"{name} ({len(next(iter(runs.values())))} seeds)" for name, runs in settings.items())
+        + f"; variants run in all of them: {', '.join(heuristics)}.",
         "",
     ]
     if report.left_out:

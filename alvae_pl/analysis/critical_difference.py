@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from alvae_pl.analysis.curves import save_png
 from alvae_pl.analysis.history import Runs, check_metric
@@ -196,8 +195,11 @@ def rank_markdown(result: RankTest) -> str:
         )
         lines.append(f"| {place} | {names[j]} | {result.average_ranks[j]:.2f} | {', '.join(peers) or '—'} |")
     if result.pvalue >= result.alpha:
-        lines += ["", f"The Friedman test does not reject equal ranks at {result.alpha:g}: read the post-hoc test "
-                  "as descriptive only."]
+        lines += [
+            "",
+            f"The Friedman test does not reject equal ranks at {result.alpha:g}: read the post-hoc test "
+            "as descriptive only.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -261,13 +263,20 @@ def plot_critical_difference(result: RankTest, path: str | Path | None = None, t
             edge = low - 0.02 if side == "left" else high + 0.02
             axes.plot([x(rank), x(rank), edge], [axis_y, y, y], color="black", linewidth=0.8)
             label = f"{names[j]} ({rank:.2f})" if side == "left" else f"({rank:.2f}) {names[j]}"
-            axes.text(edge + (-0.01 if side == "left" else 0.01), y, label, ha="right" if side == "left" else "left",
-                      va="center", fontsize=9)
+            axes.text(
+                edge + (-0.01 if side == "left" else 0.01),
+                y,
+                label,
+                ha="right" if side == "left" else "left",
+                va="center",
+                fontsize=9,
+            )
     for row, group in enumerate(result.groups):
         ranks = [float(result.average_ranks[j]) for j in group]
         y = bars_y + 0.35 * row
-        axes.plot([x(min(ranks)) - 0.008, x(max(ranks)) + 0.008], [y, y], color="black", linewidth=3,
-                  solid_capstyle="butt")
+        axes.plot(
+            [x(min(ranks)) - 0.008, x(max(ranks)) + 0.008], [y, y], color="black", linewidth=3, solid_capstyle="butt"
+        )
     heading = title or (
         f"{result.table.metric}: average ranks over {len(result.table.blocks)} {result.table.kind} blocks, "
         f"Friedman p = {_p(result.pvalue)}"

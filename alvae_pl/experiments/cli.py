@@ -194,6 +194,7 @@ def _combined_report(args: argparse.Namespace) -> None:
     """Each experiment's own report, then the penalty matrix and ranks over all of them."""
     from alvae_pl.analysis.comparisons import write_combined_report
     from alvae_pl.analysis.history import load_experiment
+    from alvae_pl.analysis.penalty_matrix import common_heuristics
     from alvae_pl.analysis.report import REPORT_METRICS, filter_runs, write_report
 
     experiments = [read_experiment(path) for path in args.config]
@@ -206,21 +207,32 @@ def _combined_report(args: argparse.Namespace) -> None:
             f"the experiments' main metrics differ ({[e.metric for e in experiments]}); choose one with --metric"
         )
     metrics = list(REPORT_METRICS) + ([metric] if metric not in REPORT_METRICS else [])
-    settings = {}
+    settings = {
+        experiment.name: filter_runs(load_experiment(experiment.folder), list(experiment.variants), experiment.seeds)
+        for experiment in experiments
+    }
+    common_heuristics(settings)  # fewer than two shared variants: say so before any report is written
     for experiment in experiments:
-        runs = filter_runs(load_experiment(experiment.folder), list(experiment.variants), experiment.seeds)
+        runs = settings[experiment.name]
         baseline = args.baseline if args.baseline in runs else experiment.baseline
         write_report(
-            runs, experiment.report_folder, baseline, metrics, args.alpha, title=experiment.name,
-            fraction=args.fraction, blocks=args.blocks,
+            runs,
+            experiment.report_folder,
+            baseline,
+            metrics,
+            args.alpha,
+            title=experiment.name,
+            fraction=args.fraction,
+            blocks=args.blocks,
         )
         print(f"report: {experiment.report_folder / 'report.md'}")
-        settings[experiment.name] = runs
     out = Path(args.out) if args.out else experiments[0].root / ("report_" + "+".join(names))
     combined = write_combined_report(settings, out, metrics, args.alpha, args.blocks)
     for name, variants in combined.left_out.items():
-        print(f"note: {name}: {', '.join(variants)} not run in every experiment, left out of the combined report",
-              file=sys.stderr)
+        print(
+            f"note: {name}: {', '.join(variants)} not run in every experiment, left out of the combined report",
+            file=sys.stderr,
+        )
     sections = combined.sections.get(metric)
     if sections is None:
         raise ValueError(f"the main metric {metric!r} has no values in every experiment")

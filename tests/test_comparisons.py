@@ -269,6 +269,9 @@ def test_report_command_takes_several_configs(tmp_path: Path, capsys: pytest.Cap
                 values = 0.5 + 0.1 * np.arange(3) + rng.normal(0, 0.02, 3) + (0.05 if variant == "base_vae" else 0)
                 write_run_history(experiment.run_folder(variant, seed), values)
     arguments = ["report", "--config", str(paths[0]), "--config", str(paths[1])]
+    assert experiment_main([*arguments, "--fraction", "1.5"]) == 2  # a typo: one line, nothing written
+    assert "--fraction in (0, 1]" in capsys.readouterr().err
+    assert not any("report" in p.name for p in (tmp_path / "runs").rglob("*"))
     assert experiment_main(arguments) == 0
     printed = capsys.readouterr().out
     combined = tmp_path / "runs" / "report_toy_low+toy_mid"

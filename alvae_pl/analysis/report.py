@@ -126,6 +126,9 @@ def write_report(
     """
     if baseline not in runs:
         raise ValueError(f"baseline {baseline!r} has no runs; choose one of {list(runs)}")
+    # Checked before anything is written, so that a typo does not leave half a report.
+    if not (0.0 < alpha < 1.0 and 0.0 < fraction <= 1.0):
+        raise ValueError(f"alpha must lie in (0, 1) and fraction in (0, 1], got alpha={alpha}, fraction={fraction}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     report = Report(folder)
@@ -160,6 +163,14 @@ def write_report(
             write_area_csv(areas, folder / f"area_{metric}.csv")
             setting = title or folder.parent.name
             report.sections[metric] = write_sections({setting: runs}, metric, folder, alpha, fraction, blocks, baseline)
+            if writer is not None:
+                for name, text in (
+                    ("efficiency", report.sections[metric].efficiency),
+                    ("penalty", report.sections[metric].penalty),
+                    ("ranks", report.sections[metric].ranks),
+                ):
+                    if text is not None:
+                        writer.add_text(f"{name}/{metric}", text)
             if writer is not None:
                 writer.add_text(f"comparison/{metric}", markdown)
     finally:

@@ -155,6 +155,8 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
+    if not (0.0 < args.alpha < 1.0 and 0.0 < args.fraction <= 1.0):
+        raise ValueError(f"--alpha must lie in (0, 1) and --fraction in (0, 1], got {args.alpha} and {args.fraction}")
     from alvae_pl.analysis.history import load_experiment
     from alvae_pl.analysis.report import filter_runs, write_report
 

@@ -193,7 +193,8 @@ def rank_markdown(result: RankTest) -> str:
             {names[i] for group in result.groups if j in group for i in group if i != j},
             key=lambda name: result.average_ranks[names.index(name)],
         )
-        lines.append(f"| {place} | {names[j]} | {result.average_ranks[j]:.2f} | {', '.join(peers) or '—'} |")
+        peers_text = "all the others" if len(peers) == len(names) - 1 and len(names) > 2 else ", ".join(peers) or "—"
+        lines.append(f"| {place} | {names[j]} | {result.average_ranks[j]:.2f} | {peers_text} |")
     if result.pvalue >= result.alpha:
         lines += [
             "",
@@ -235,13 +236,18 @@ def plot_critical_difference(result: RankTest, path: str | Path | None = None, t
     bars_y = axis_y + 0.5
     names_y = bars_y + 0.35 * bar_rows + 0.5
     height_units = names_y + rows + 0.3
-    figure = Figure(figsize=(7.0, 0.3 * height_units + 0.2))  # no layout engine: the axes fill the figure
+    # Widths in inches: the names' margins fit the longest label (about 0.075 in a character at 9 pt).
+    labels = {j: f"{names[j]} ({float(result.average_ranks[j]):.2f})" for j in range(k)}
+    margin = 0.075 * max(len(label) for label in labels.values()) + 0.35
+    axis_width = max(3.0, 0.45 * k)
+    width = axis_width + 2 * margin
+    figure = Figure(figsize=(width, 0.3 * height_units + 0.2))  # no layout engine: the axes fill the figure
     FigureCanvasAgg(figure)
     axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
     axes.set_axis_off()
     axes.set_xlim(0.0, 1.0)
     axes.set_ylim(height_units, 0.0)
-    low, high = 0.3, 0.7  # the axis spans the middle; names take the margins
+    low, high = margin / width, 1.0 - margin / width  # the axis spans the middle; names take the margins
 
     def x(rank: float) -> float:
         return low + (rank - 1.0) / max(k - 1, 1) * (high - low)
@@ -260,11 +266,11 @@ def plot_critical_difference(result: RankTest, path: str | Path | None = None, t
         for row, j in enumerate(members):
             y = names_y + row
             rank = float(result.average_ranks[j])
-            edge = low - 0.02 if side == "left" else high + 0.02
+            edge = low - 0.15 / width if side == "left" else high + 0.15 / width  # 0.15 in of line past the axis
             axes.plot([x(rank), x(rank), edge], [axis_y, y, y], color="black", linewidth=0.8)
-            label = f"{names[j]} ({rank:.2f})" if side == "left" else f"({rank:.2f}) {names[j]}"
+            label = labels[j] if side == "left" else f"({rank:.2f}) {names[j]}"
             axes.text(
-                edge + (-0.01 if side == "left" else 0.01),
+                edge + (-0.05 if side == "left" else 0.05) / width,
                 y,
                 label,
                 ha="right" if side == "left" else "left",

@@ -227,7 +227,8 @@ def test_report_of_one_experiment_gains_efficiency_penalty_and_ranks(tmp_path: P
     page = (folder / "report.md").read_text()
     for heading in ("Label efficiency", "Pairwise penalty matrix", "Average ranks", "critical_difference_val_accuracy"):
         assert heading in page
-    assert (folder / "critical_difference_val_accuracy.png").read_bytes().startswith(PNG_MAGIC)
+    for figure in ("critical_difference_val_accuracy.png", "penalty_val_accuracy.png"):
+        assert (folder / figure).read_bytes().startswith(PNG_MAGIC)
     with (folder / "penalty_val_accuracy.csv").open(newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["beats", *HEURISTICS] and rows[-2][0] == "column_mean"

@@ -5,7 +5,7 @@ For one metric, ``write_sections(settings, metric, folder, ...)`` writes::
 
     <folder>/efficiency_<metric>.md / .csv        labels to reach a fraction of the best final mean (one
                                                   experiment only; a combined report leaves it to each one's own)
-    <folder>/penalty_<metric>.md / .csv           the pairwise penalty matrix summed over the experiments
+    <folder>/penalty_<metric>.md / .csv / .png    the pairwise penalty matrix summed over the experiments
     <folder>/ranks_<metric>.md / .csv             average ranks, Friedman, Iman-Davenport and Nemenyi
     <folder>/critical_difference_<metric>.png     the critical-difference diagram
 
@@ -35,7 +35,13 @@ from alvae_pl.analysis.label_efficiency import (
     label_efficiency,
     write_efficiency_csv,
 )
-from alvae_pl.analysis.penalty_matrix import common_heuristics, penalty_markdown, penalty_matrix, write_penalty_csv
+from alvae_pl.analysis.penalty_matrix import (
+    common_heuristics,
+    penalty_markdown,
+    penalty_matrix,
+    plot_penalty_matrix,
+    write_penalty_csv,
+)
 from alvae_pl.atomic_files import atomic_write_text
 
 
@@ -47,11 +53,14 @@ class Sections:
     penalty: str | None = None
     ranks: str | None = None
     figure: Path | None = None
+    penalty_figure: Path | None = None
     notes: list[str] = field(default_factory=list)
 
     def page_lines(self) -> list[str]:
         """The sections as lines of a report page, the diagram as an image beside its numbers."""
         lines = [text for text in (self.efficiency, self.penalty) if text is not None]
+        if self.penalty_figure is not None:
+            lines += [f"![penalty matrix]({self.penalty_figure.name})", ""]
         if self.ranks is not None:
             lines.append(self.ranks)
         if self.figure is not None:
@@ -93,6 +102,8 @@ def write_sections(
     sections.penalty = penalty_markdown(penalty)
     atomic_write_text(folder / f"penalty_{metric}.md", sections.penalty)
     write_penalty_csv(penalty, folder / f"penalty_{metric}.csv")
+    sections.penalty_figure = folder / f"penalty_{metric}.png"
+    plot_penalty_matrix(penalty, sections.penalty_figure)
     try:
         ranks = friedman_nemenyi(score_table(settings, metric, blocks), alpha)
     except ValueError as error:  # fewer than two complete blocks

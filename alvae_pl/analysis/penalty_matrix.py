@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from alvae_pl.analysis.curves import new_figure, save_png
 from alvae_pl.analysis.history import Runs, check_metric
 from alvae_pl.analysis.statistics import paired_pvalues
 from alvae_pl.atomic_files import write_csv
@@ -179,3 +181,31 @@ def write_penalty_csv(result: PenaltyMatrix, path: str | Path) -> Path:
     rows.append(["column_mean", *result.column_mean.tolist()])
     rows.append(["column_max", *result.column_max.tolist()])
     return write_csv(path, header, rows)
+
+
+def plot_penalty_matrix(result: PenaltyMatrix, path: str | Path | None = None) -> Figure:
+    """The matrix as a heat map in BADGE's layout: rows beat columns, the value in each cell, the column mean in a
+    row of its own below (the darker, the more often beaten)."""
+    names = result.heuristics
+    k = len(names)
+    table = np.vstack([result.matrix, result.column_mean[None, :]])  # [k + 1, k]
+    figure = new_figure(1.2 + 0.55 * k + 1.0, 1.0 + 0.45 * (k + 1) + 1.2)
+    axes = figure.add_subplot()
+    image = axes.imshow(table, cmap="Greys", vmin=0.0, vmax=max(float(table.max()), 1e-9), aspect="auto")
+    for row in range(k + 1):
+        for column in range(k):
+            if row == column:
+                continue
+            value = table[row, column]
+            colour = "white" if value > 0.6 * table.max() else "black"
+            axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    axes.axhline(k - 0.5, color="black", linewidth=1.5)
+    axes.set_xticks(range(k), names, rotation=60, ha="right", fontsize=8)
+    axes.set_yticks(range(k + 1), [*names, "column mean"], fontsize=8)
+    axes.set_xlabel("beaten (column)")
+    axes.set_ylabel("beats (row)")
+    axes.set_title(f"Penalty matrix, {result.metric}, {len(result.settings)} setting(s)", fontsize=10)
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    if path is not None:
+        save_png(figure, path)
+    return figure

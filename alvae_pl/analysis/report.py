@@ -9,7 +9,7 @@
                                         variant and seed, with the paired tests against the baseline
     <folder>/area_<metric>.csv          one row per variant and seed
     <folder>/efficiency_<metric>.md     labels each variant needs to reach a fraction of the best final mean
-    <folder>/penalty_<metric>.md        the pairwise penalty matrix (Ash et al. 2020) over the variants
+    <folder>/penalty_<metric>.md        the pairwise penalty matrix (Ash et al. 2020) over the variants (and .png)
     <folder>/ranks_<metric>.md          average ranks over seeds, Friedman and Nemenyi tests (Demšar 2006)
     <folder>/critical_difference_<metric>.png   their critical-difference diagram
                                         (each .md with a .csv beside it; see ``comparisons``)

@@ -20,6 +20,8 @@ with the same initial labels per seed, then a report of curves and paired tests.
 
   python experiment.py run --config configs/experiments/digits_coreset.yaml
   python experiment.py report --config configs/experiments/digits_coreset.yaml
+  python experiment.py report --config configs/experiments/digits_low_budget.yaml \\
+      --config configs/experiments/digits_mid_budget.yaml   # also ranks the variants over both
   python experiment.py tsne --run lightning_logs/tsne_chest/seed_0 \\
       --vae lightning_logs/vae_chestmnist/seed_0/checkpoints/last.ckpt
 """

@@ -20,6 +20,8 @@ with the same initial labels per seed, then a report of curves and paired tests.
 
   python experiment.py run --config configs/experiments/digits_coreset.yaml
   python experiment.py report --config configs/experiments/digits_coreset.yaml
+  python experiment.py report --config configs/experiments/digits_low_budget.yaml \\
+      --config configs/experiments/digits_mid_budget.yaml   # also ranks the variants over both
   python experiment.py tsne --run lightning_logs/tsne_chest/seed_0 \\
       --vae lightning_logs/vae_chestmnist/seed_0/checkpoints/last.ckpt
 """
@@ -81,12 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="curves, paired tests and TensorBoard images of an experiment")
     source = report.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="experiment YAML (its variants, seeds, baseline and metric)")
+    source.add_argument(
+        "--config",
+        action="append",
+        help="experiment YAML (its variants, seeds, baseline and metric); repeat it to also compare several "
+        "experiments together (penalty matrix and critical-difference diagram over the variants all of them ran)",
+    )
     source.add_argument("--folder", help="an experiment folder <root>/<name> (all its variants; needs --baseline)")
     report.add_argument("--baseline", help="variant the others are compared with (default: the config's)")
     report.add_argument("--metric", help="main metric printed here (default: the config's, else test_accuracy)")
     report.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    report.add_argument("--out", help="report folder (default <experiment folder>/report)")
+    report.add_argument(
+        "--out",
+        help="report folder (default <experiment folder>/report; with several --config, the combined report's "
+        "folder, default <root>/report_<name>+<name>...)",
+    )
+    report.add_argument(
+        "--fraction",
+        type=float,
+        default=0.95,
+        help="label efficiency: labels to reach this share of the best final mean (default 0.95)",
+    )
+    report.add_argument(
+        "--blocks",
+        choices=("seed", "round"),
+        default="seed",
+        help="what the rank tests rank over: (experiment, seed) areas or (experiment, label count) means (seed)",
+    )
 
     tsne = commands.add_parser(
         "tsne",
@@ -134,12 +157,17 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
+    if not (0.0 < args.alpha < 1.0 and 0.0 < args.fraction <= 1.0):
+        raise ValueError(f"--alpha must lie in (0, 1) and --fraction in (0, 1], got {args.alpha} and {args.fraction}")
     from alvae_pl.analysis.history import load_experiment
     from alvae_pl.analysis.report import filter_runs, write_report
 
+    if args.config is not None and len(args.config) > 1:
+        _combined_report(args)
+        return
     experiment: Experiment | None = None
     if args.config is not None:
-        experiment = read_experiment(args.config)
+        experiment = read_experiment(args.config[0])
         folder, baseline, metric = experiment.folder, experiment.baseline, experiment.metric
         runs = filter_runs(load_experiment(folder), list(experiment.variants), experiment.seeds)
     else:
@@ -153,7 +181,9 @@ def _report(args: argparse.Namespace) -> None:
     metrics = ["val_accuracy", "test_accuracy", "val_auroc", "test_auroc"]
     if metric not in metrics:
         metrics.append(metric)
-    report = write_report(runs, out, baseline, metrics, args.alpha, title=folder.name)
+    report = write_report(
+        runs, out, baseline, metrics, args.alpha, title=folder.name, fraction=args.fraction, blocks=args.blocks
+    )
     for name, reason in report.skipped.items():
         print(f"note: {name}: {reason}", file=sys.stderr)
     if metric in report.markdown:
@@ -162,6 +192,57 @@ def _report(args: argparse.Namespace) -> None:
     elif metric not in report.figures:
         raise ValueError(f"the main metric {metric!r} has no values in the histories under {folder}")
     print(f"report: {out / 'report.md'} (figures {', '.join(p.name for p in report.figures.values())})")
+
+
+def _combined_report(args: argparse.Namespace) -> None:
+    """Each experiment's own report, then the penalty matrix and ranks over all of them."""
+    from alvae_pl.analysis.comparisons import write_combined_report
+    from alvae_pl.analysis.history import load_experiment
+    from alvae_pl.analysis.penalty_matrix import common_heuristics
+    from alvae_pl.analysis.report import REPORT_METRICS, filter_runs, write_report
+
+    experiments = [read_experiment(path) for path in args.config]
+    names = [experiment.name for experiment in experiments]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--config names an experiment twice ({names}); give each experiment once")
+    metric = args.metric or experiments[0].metric
+    if args.metric is None and len({experiment.metric for experiment in experiments}) > 1:
+        raise ValueError(
+            f"the experiments' main metrics differ ({[e.metric for e in experiments]}); choose one with --metric"
+        )
+    metrics = list(REPORT_METRICS) + ([metric] if metric not in REPORT_METRICS else [])
+    settings = {
+        experiment.name: filter_runs(load_experiment(experiment.folder), list(experiment.variants), experiment.seeds)
+        for experiment in experiments
+    }
+    common_heuristics(settings)  # fewer than two shared variants: say so before any report is written
+    for experiment in experiments:
+        runs = settings[experiment.name]
+        baseline = args.baseline if args.baseline in runs else experiment.baseline
+        write_report(
+            runs,
+            experiment.report_folder,
+            baseline,
+            metrics,
+            args.alpha,
+            title=experiment.name,
+            fraction=args.fraction,
+            blocks=args.blocks,
+        )
+        print(f"report: {experiment.report_folder / 'report.md'}")
+    out = Path(args.out) if args.out else experiments[0].root / ("report_" + "+".join(names))
+    combined = write_combined_report(settings, out, metrics, args.alpha, args.blocks)
+    for name, variants in combined.left_out.items():
+        print(
+            f"note: {name}: {', '.join(variants)} not run in every experiment, left out of the combined report",
+            file=sys.stderr,
+        )
+    sections = combined.sections.get(metric)
+    if sections is None:
+        raise ValueError(f"the main metric {metric!r} has no values in every experiment")
+    print(sections.penalty)
+    print(sections.ranks or "\n".join(sections.notes))
+    print(f"combined report: {out / 'report.md'}")
 
 
 def _tsne(args: argparse.Namespace) -> None:

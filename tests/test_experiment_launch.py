@@ -268,11 +268,15 @@ def in_process_runner(command: Sequence[str], log_path: Path, echo: bool) -> Pro
     return ProcessResult(returncode, "")
 
 
+#: The tiny experiment's VAE for one epoch on 300 images: these tests compare records, not what the VAE learns.
+SMALL_VAE = ["--trainer.max_epochs=1", "--data.pool_size=300"]
+
+
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
     """The tiny experiment (the VAE, base and base_vae x seeds 0 and 1) run one job after the other."""
     tmp_path = tmp_path_factory.mktemp("sequential")
-    experiment = read_experiment(make_experiment(tmp_path))
+    experiment = read_experiment(make_experiment(tmp_path, vae_overrides=SMALL_VAE))
     run_experiment(experiment, select_jobs(experiment), launcher=[], log=print, runner=in_process_runner)
     return experiment
 
@@ -292,7 +296,7 @@ def assert_same_records(experiment: Experiment, reference: Experiment, seeds: Se
 def test_spread_over_two_cpu_slots_records_what_a_sequential_run_records(
     sequential: Experiment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = make_experiment(tmp_path)
+    path = make_experiment(tmp_path, vae_overrides=SMALL_VAE)
     assert experiment_main(["run", "--config", str(path), "--gpus", "cpu:2"]) == 0
     experiment = read_experiment(path)
     assert_same_records(experiment, sequential, seeds=[0, 1])
@@ -301,7 +305,7 @@ def test_spread_over_two_cpu_slots_records_what_a_sequential_run_records(
             log = (experiment.run_folder(variant, seed) / "train.log").read_text()
             assert f"CUDA_VISIBLE_DEVICES='' {DEVICE_VARIABLE}=cpu:" in log  # the device heads the run's log
     out = capsys.readouterr().out
-    assert out.count(" done ") == 5
+    assert out.count(": done after ") == 5 and len(re.findall(r" cpu:\d +done ", out)) == 5
     assert experiment_main(["run", "--config", str(path), "--gpus", "cpu:2"]) == 0
     assert capsys.readouterr().out.count("skipped (finished)") == 8  # each job's line and its row in the table
 
@@ -311,7 +315,7 @@ def test_slurm_local_executor_records_what_a_sequential_run_records(
     sequential: Experiment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """submitit's local executor runs the submitted jobs as this machine's processes: the VAE, then the runs."""
-    path = make_experiment(tmp_path, seeds=[0])
+    path = make_experiment(tmp_path, seeds=[0], vae_overrides=SMALL_VAE)
     monkeypatch.setattr(slurm_submission, "CLUSTER", "local")
     assert experiment_main(["run", "--config", str(path), "--slurm", "--gpus-per-job", "0", "--time", "30"]) == 0
     out = capsys.readouterr().out

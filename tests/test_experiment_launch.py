@@ -327,3 +327,10 @@ def test_slurm_local_executor_records_what_a_sequential_run_records(
     executor = make_executor(experiment.folder / "slurm", SlurmOptions(gpus_per_job=0), cluster="local")
     assert submit_experiment(experiment, select_jobs(experiment), executor, log=print) == []
     assert wait_for([]) == 0
+
+
+def test_no_variant_may_take_the_slurm_log_folder(tmp_path: Path) -> None:
+    path = make_experiment(tmp_path, with_vae=False)
+    add_variants(path, slurm="base")
+    with pytest.raises(ValueError, match="variant name 'slurm' must be a folder name other than 'report' or 'slurm'"):
+        read_experiment(path)

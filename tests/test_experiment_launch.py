@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -334,3 +335,37 @@ def test_no_variant_may_take_the_slurm_log_folder(tmp_path: Path) -> None:
     add_variants(path, slurm="base")
     with pytest.raises(ValueError, match="variant name 'slurm' must be a folder name other than 'report' or 'slurm'"):
         read_experiment(path)
+
+
+@pytest.mark.slow  # the runner's own interpreter reads the experiment through train.py's parser: most of a minute here
+def test_runs_end_with_a_runner_killed_by_sigkill(tmp_path: Path) -> None:
+    """No run outlives its runner (it would keep training while a new runner resumes its folder): each child asks
+    Linux for SIGTERM when the thread that started it ends, and a SIGKILLed runner's threads all end."""
+    path = make_experiment(tmp_path, with_vae=False, seeds=[0, 1])
+    runner = tmp_path / "runner.py"
+    runner.write_text(
+        "import sys\n"
+        "from alvae_pl.experiments import read_experiment, select_jobs\n"
+        "from alvae_pl.experiments.device_pool import parse_devices, run_on_devices\n"
+        f"experiment = read_experiment({str(path)!r})\n"
+        "run_on_devices(experiment, select_jobs(experiment), parse_devices('cpu:2'), launcher=sys.argv[1:])\n"
+    )
+    experiment = read_experiment(path)
+    folders = [job.folder for job in select_jobs(experiment)]
+    environment = dict(os.environ, FAKE_SLEEP="120", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    process = subprocess.Popen([sys.executable, str(runner), *fake_launcher(tmp_path)], env=environment)
+    try:
+        deadline = time.monotonic() + 120
+        while sum((folder / "ready").is_file() for folder in folders) < 2:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 30
+        while sum(bool(launches(folder)) for folder in folders) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        process.kill()
+    records = [launches(folder) for folder in folders]
+    assert sum(len(r) for r in records) == 2  # the two running jobs ended, and nothing started after the runner died
+    assert all(r[0]["signal"] == signal.SIGTERM for r in records if r)

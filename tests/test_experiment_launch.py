@@ -160,6 +160,9 @@ def test_spread_reports_failures_and_waiting_runs_and_goes_on(
     path.write_text(yaml.safe_dump(content, sort_keys=False))
     monkeypatch.setattr("alvae_pl.experiments.device_pool.default_launcher", lambda: fake_launcher(tmp_path))
 
+    assert experiment_main(["run", "--config", str(path), "--gpus", "cpu:2", "--echo"]) == 2
+    assert "--echo would interleave runs side by side" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
     assert experiment_main(["run", "--config", str(path), "--gpus", "cpu:2", "--jobs-per-gpu", "2"]) == 1
     out, err = capsys.readouterr()
     table = out[out.index("job ") :].splitlines()

@@ -164,11 +164,14 @@ def _run(args: argparse.Namespace) -> None:
         _submit(args, experiment, jobs)
         return
     if args.gpus is not None:
-        devices = parse_devices(args.gpus)
-        if args.echo and len(devices) * args.jobs_per_gpu > 1:
-            raise ValueError("--echo would interleave runs side by side: read each run's train.log instead")
         outcomes = run_on_devices(
-            experiment, jobs, devices, args.jobs_per_gpu, train_vae=args.index is None, dry_run=args.dry_run
+            experiment,
+            jobs,
+            parse_devices(args.gpus),
+            args.jobs_per_gpu,
+            train_vae=args.index is None,
+            dry_run=args.dry_run,
+            echo=args.echo,
         )
         if args.dry_run:
             return

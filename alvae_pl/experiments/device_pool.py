@@ -193,6 +193,7 @@ def run_on_devices(
     *,
     train_vae: bool = True,
     dry_run: bool = False,
+    echo: bool = False,
     launcher: Sequence[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Outcome]:
@@ -205,6 +206,7 @@ def run_on_devices(
         jobs_per_device: runs sharing one device at a time (small runs leave a GPU idle between steps).
         train_vae: train a missing or unfinished encoder before the jobs that read it (else that is an error).
         dry_run: print the commands instead of running them.
+        echo: also copy the run's output to stdout; only with one slot (runs side by side would interleave).
         launcher: the program that takes ``fit --config ...`` (default: this Python running ``train.py``).
         log: receives a line as each job starts and ends.
 
@@ -220,6 +222,8 @@ def run_on_devices(
         raise ValueError("no device to run on: pass --gpus 0,1 (CUDA indices), all, or cpu:N")
     if jobs_per_device < 1:
         raise ValueError(f"--jobs-per-gpu must be at least 1, got {jobs_per_device}")
+    if echo and len(devices) * jobs_per_device > 1:
+        raise ValueError("--echo would interleave runs side by side: read each run's train.log instead")
     launcher = list(launcher) if launcher is not None else default_launcher()
     tasks, outcomes = _plan(experiment, list(jobs), train_vae, launcher)
     for skipped in outcomes:
@@ -229,15 +233,17 @@ def run_on_devices(
             after = f" after {', '.join(tasks[need].what for need in task.needs)}" if task.needs else ""
             log(f"{task.what}: would be started{after} {task.folder}\n  {' '.join(task.command())}")
         return outcomes
-    return outcomes + _Scheduler(tasks, list(devices), jobs_per_device, log).run()
+    return outcomes + _Scheduler(tasks, list(devices), jobs_per_device, log, echo).run()
 
 
 class _Scheduler:
     """Starts tasks on free slots as their needs finish; one thread per running task waits on its subprocess and
     reports to the main thread through a queue; the main thread alone starts tasks and handles signals."""
 
-    def __init__(self, tasks: list[_Task], devices: list[Device], jobs_per_device: int, log: Callable[[str], None]):
-        self.tasks, self.devices, self.jobs_per_device, self.log = tasks, devices, jobs_per_device, log
+    def __init__(
+        self, tasks: list[_Task], devices: list[Device], jobs_per_device: int, log: Callable[[str], None], echo: bool
+    ):
+        self.tasks, self.devices, self.jobs_per_device, self.log, self.echo = tasks, devices, jobs_per_device, log, echo
         self.extra_environment = _thread_budget(len(devices) * jobs_per_device)
         self.busy = {device.name: 0 for device in devices}
         self.ended: dict[int, Outcome] = {}
@@ -329,6 +335,7 @@ class _Scheduler:
             result = run_process(
                 command,
                 self.tasks[position].folder / LOG_FILENAME,
+                self.echo,
                 environment=environment,
                 on_start=lambda process: self._started(position, process),
             )

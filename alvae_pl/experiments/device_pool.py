@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import threading
@@ -231,7 +232,7 @@ def run_on_devices(
     if dry_run:
         for task in tasks:
             after = f" after {', '.join(tasks[need].what for need in task.needs)}" if task.needs else ""
-            log(f"{task.what}: would be started{after} {task.folder}\n  {' '.join(task.command())}")
+            log(f"{task.what}: would be started{after} {task.folder}\n  {shlex.join(task.command())}")
         return outcomes
     return outcomes + _Scheduler(tasks, list(devices), jobs_per_device, log, echo).run()
 

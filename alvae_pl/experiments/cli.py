@@ -8,9 +8,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from alvae_pl.experiments import slurm as slurm_submission
+from alvae_pl.experiments.device_pool import format_outcomes, parse_devices, run_on_devices
 from alvae_pl.experiments.execution import Interrupted, RunFailed, describe_jobs, ensure_vae, run_experiment
 from alvae_pl.experiments.experiment import Experiment, read_experiment
-from alvae_pl.experiments.jobs import expand_jobs, select_jobs
+from alvae_pl.experiments.jobs import Job, expand_jobs, select_jobs
+from alvae_pl.experiments.slurm import (
+    SLURM_FOLDER,
+    SlurmOptions,
+    make_executor,
+    parse_sbatch_options,
+    submit_experiment,
+    wait_for,
+)
 from alvae_pl.lightning_noise import quiet_lightning
 from alvae_pl.run_lock import RunFolderBusy
 
@@ -38,7 +48,11 @@ On SLURM: train the VAEs in one job, then one array task per job:
   sbatch --dependency=afterok:$vae --array=0-<N-1> \\
       --wrap "python experiment.py run --config X.yaml --index \\$SLURM_ARRAY_TASK_ID"
 (`python experiment.py list --config X.yaml` shows N and the jobs.) With --index no VAE is ever trained, so
-that array tasks do not train one side by side; a missing VAE is then an error.
+that array tasks do not train one side by side; a missing VAE is then an error. Or let submitit submit them:
+  python experiment.py run --config X.yaml --slurm --partition gpu --time 240
+
+On one machine's GPUs, side by side (encoders first, each run pinned to its device, a table at the end):
+  python experiment.py run --config X.yaml --gpus 0,1,2,3 --jobs-per-gpu 2
 """
 
 _TSNE_EPILOG = """\
@@ -72,6 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--index", type=int, help="only the job at this flat index (SLURM array task; see `list`)")
     run.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     run.add_argument("--echo", action="store_true", help="also show the runs' output here (always in train.log)")
+    spread = run.add_argument_group("across local GPUs")
+    spread.add_argument(
+        "--gpus",
+        help="run the jobs side by side on these devices, each pinned to one: CUDA indices (0,1,2,3), all, or cpu:N "
+        "(N slots without a GPU)",
+    )
+    spread.add_argument("--jobs-per-gpu", type=int, default=1, help="runs at once on each device (default 1)")
+    cluster = run.add_argument_group('on SLURM (submitit; pip install "alvae-pl[slurm]")')
+    cluster.add_argument("--slurm", action="store_true", help="submit one job per run (encoders first) and return")
+    cluster.add_argument("--partition", help="SLURM partition (default: the cluster's)")
+    cluster.add_argument("--time", type=int, default=240, help="minutes per job; a run cut off resumes (default 240)")
+    cluster.add_argument("--gpus-per-job", type=int, default=1, help="GPUs of each job (default 1; 0 on a CPU node)")
+    cluster.add_argument("--cpus-per-job", type=int, help="CPUs of each job (default: the cluster's)")
+    cluster.add_argument("--mem", help="memory of each job, e.g. 32G (default: the cluster's)")
+    cluster.add_argument("--account", help="SLURM account to charge")
+    cluster.add_argument(
+        "--slurm-option", action="append", default=[], metavar="KEY=VALUE", help="another sbatch option, e.g. qos=high"
+    )
 
     vae = commands.add_parser("vae", help="train the experiment's VAEs unless their runs are finished")
     vae.add_argument("--config", required=True, help="experiment YAML")
@@ -147,13 +179,64 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
+    if args.slurm and (args.gpus is not None or args.dry_run or args.echo):
+        raise ValueError("--slurm submits the jobs: leave out --gpus, --dry-run and --echo (see `list` for the jobs)")
     experiment = read_experiment(args.config)
     jobs = select_jobs(experiment, args.variant, args.seed, args.index)
+    if args.slurm:
+        _submit(args, experiment, jobs)
+        return
+    if args.gpus is not None:
+        outcomes = run_on_devices(
+            experiment,
+            jobs,
+            parse_devices(args.gpus),
+            args.jobs_per_gpu,
+            train_vae=args.index is None,
+            dry_run=args.dry_run,
+            echo=args.echo,
+        )
+        if args.dry_run:
+            return
+        print(format_outcomes(outcomes))
+        failed = [outcome.what for outcome in outcomes if outcome.failed]
+        if failed:
+            raise RunFailed(
+                f"{len(failed)} of {len(outcomes)} jobs failed or could not start ({', '.join(failed)}): see the table "
+                "above and each run's train.log; run the same command again to retry them"
+            )
+        return
     summary = run_experiment(experiment, jobs, train_vae=args.index is None, dry_run=args.dry_run, echo=args.echo)
     counts: dict[str, int] = {}
     for _, word in summary.actions:
         counts[word] = counts.get(word, 0) + 1
     print("done: " + ", ".join(f"{count} {word}" for word, count in counts.items()))
+
+
+def _submit(args: argparse.Namespace, experiment: Experiment, jobs: list[Job]) -> None:
+    options = SlurmOptions(
+        partition=args.partition,
+        time_minutes=args.time,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        mem=args.mem,
+        account=args.account,
+        extra=parse_sbatch_options(args.slurm_option),
+    )
+    executor = make_executor(experiment.folder / SLURM_FOLDER, options, cluster=slurm_submission.CLUSTER)
+    submitted = submit_experiment(experiment, jobs, executor, train_vae=args.index is None)
+    if not submitted:
+        print("nothing to submit: every selected job is finished")
+    elif executor.cluster == "slurm":
+        print(
+            f"{len(submitted)} jobs submitted (logs in {experiment.folder / SLURM_FOLDER}); `squeue --me` shows the "
+            f"queue, `python experiment.py list --config {args.config}` what is done"
+        )
+    else:  # submitit's local executor: the jobs are this machine's processes, wait for them
+        failed = wait_for(submitted)
+        print(f"{len(submitted) - failed} of {len(submitted)} jobs done")
+        if failed:
+            raise RunFailed(f"{failed} of {len(submitted)} jobs failed: see their train.log")
 
 
 def _report(args: argparse.Namespace) -> None:

@@ -104,6 +104,28 @@ def test_select_takes_each_predicted_class_quota_of_the_inner_heuristic_rarest_f
         ClassBalanced(Entropy()).select(candidates, {"index": labeled["index"]}, 4, torch.Generator())
 
 
+def test_multilabel_batches_serve_the_rarest_finding_first_and_keep_a_no_finding_share() -> None:
+    # Labeled: finding 0 in 30 images, finding 1 in 10, finding 2 in 2, no finding in 58.
+    targets = torch.zeros(100, 3, dtype=torch.int64)
+    targets[:30, 0], targets[30:40, 1], targets[40:42, 2] = 1, 1, 1
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(400, 3, generator=generator) - 1.5
+    candidates = {
+        "entropy": prediction_entropy(logits, multilabel=True),
+        PROBABILITIES_KEY: logits.sigmoid(),
+        "index": torch.arange(400),
+    }
+    labeled = {"index": torch.arange(400, 500), "target": targets}
+    selection = ClassBalanced(Entropy()).select(candidates, labeled, 30, torch.Generator())
+    groups = predicted_groups(logits.sigmoid(), True, torch.tensor([30, 10, 2, 58]), 100)
+    available = torch.bincount(groups, minlength=4)
+    quotas = round_robin_quotas(available.tolist(), [2, 1, 0, 3], 30)  # finding 2, 1, 0, then "no finding"
+    assert torch.bincount(groups[selection.positions], minlength=4).tolist() == quotas
+    assert quotas[3] > 0 and groups[selection.positions].tolist() == sorted(
+        groups[selection.positions].tolist(), key=[2, 1, 0, 3].index
+    )
+
+
 class PixelClassifier(nn.Module):
     """Multinomial logistic regression on raw pixels (scikit-learn's fit, as a module): a model fitted in a second
     that predicts digits well where it saw enough of them. Its features for core-set are the pixels."""

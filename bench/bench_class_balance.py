@@ -6,7 +6,7 @@ Each variant is one ``train.py fit`` (run in this process) of the digits demo re
 (``data.source.init_args.imbalance_ratio``: digit 9 ten times rarer than digit 0; validation and test stay
 balanced): 50 initial labels drawn at random, 50 per round up to 200, ResNet-18 from scratch (``--width 8``: the
 tests' narrow one, minutes faster). Prints, per variant and summed over the seeds, the true digits of all acquired
-images (rounds 1-3, what the oracle was asked to label), how many of them are rare digits (5-9, 27% of the pool),
+images (rounds 1-3, what the oracle was asked to label), how many of them are rare digits (5-9, 21% of the pool),
 the smallest and largest digit's share, and the last round's validation accuracy and balanced accuracy (mean over
 seeds).
 """

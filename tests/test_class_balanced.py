@@ -202,7 +202,7 @@ def test_on_a_long_tailed_pool_the_batch_is_balanced_where_the_heuristic_alone_i
     # The unbalanced heuristic's batch follows the pool's long tail (and the model's bias) instead.
     counts_alone = torch.bincount(predicted_alone, minlength=10)
     assert int(counts_alone.max() - counts_alone.min()) > int(counts.max() - counts.min())
-    # What a user cares about: more of the rare digits (5-9, 27% of the pool) get labeled.
+    # What a user cares about: more of the rare digits (5-9, 21% of the pool) get labeled.
     rare = lambda positions: int((pool.targets[positions] >= 5).sum())  # noqa: E731
     assert rare(picked) > rare(alone)
 

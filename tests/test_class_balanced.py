@@ -240,6 +240,32 @@ def test_a_run_records_per_class_metrics_and_balanced_picks(tmp_path: Path) -> N
     assert last == pytest.approx(float(history[-1]["val_balanced_accuracy"]), abs=1e-4)
 
 
+def test_a_multilabel_run_balances_over_findings_and_records_each_finding(tmp_path: Path, make_medmnist_npz) -> None:
+    data = make_medmnist_npz("chestmnist.npz", sizes=(200, 40, 40), multilabel=True, num_classes=14)
+    result = train_in_process(
+        "chestmnist_coreset.yaml",
+        tmp_path,
+        *overlay("class_balanced_entropy.yaml"),
+        f"--data.source.init_args.root={data.parent}",
+        "--data.source.init_args.download=false",
+        "--model.init_args.weights=null",
+        "--trainer.devices=1",
+        "--data.pool_size=150",
+        "--active.max_labels=120",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "chestmnist_coreset" / "seed_0"
+    history = read_csv(run / "history.csv")
+    assert [row["labels"] for row in history] == ["60", "120"]
+    assert len({row["pool_index"] for row in read_csv(run / "labeled.csv")}) == 120
+    for row in history:
+        # Every finding is present and absent in these splits: the macro AUROC is the mean of the per-finding ones.
+        per_finding = [float(value) for key, value in row.items() if key.startswith("val_auroc_")]
+        assert len(per_finding) == 14 and "val_auroc_pleural" in row and "test_recall_hernia" in row
+        assert float(row["val_auroc"]) == pytest.approx(np.mean(per_finding), abs=1e-5)
+        assert 0 <= float(row["val_balanced_accuracy"]) <= 1
+
+
 @pytest.mark.slow
 def test_a_killed_balanced_run_resumes_to_the_uninterrupted_records(tmp_path: Path, reference_run) -> None:
     expected = reference_run("digits_coreset.yaml", *BALANCED_CORESET)

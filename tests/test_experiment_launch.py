@@ -113,7 +113,11 @@ def test_devices_are_cuda_indices_as_this_process_sees_them_or_cpu_slots(monkeyp
 
 
 # -------------------------------------------------------------------------------------- the local spread
-def test_spread_runs_encoders_first_pins_each_job_and_fills_no_more_slots_than_given(tmp_path: Path) -> None:
+def test_spread_runs_encoders_first_pins_each_job_and_fills_no_more_slots_than_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Runs long enough that a loaded machine starts the baseline's process while the VAE still trains.
+    monkeypatch.setenv("FAKE_SLEEP", "3")
     experiment = read_experiment(make_experiment(tmp_path))  # base, base_vae (reads the VAE) x seeds 0, 1
     launcher, lines = fake_launcher(tmp_path), []
     outcomes = run_on_devices(

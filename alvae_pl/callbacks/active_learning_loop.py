@@ -20,9 +20,9 @@ from alvae_pl.callbacks.label_aware_retraining import find_label_aware, retrain_
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.callbacks.run_records import (
     HISTORY_COLUMNS,
-    LABELED_COLUMNS,
     curve_columns,
     history_columns,
+    labeled_table,
     write_csv_atomically,
 )
 from alvae_pl.callbacks.sharded_inference import sharded_inference
@@ -536,18 +536,7 @@ class ActiveLearningLoop(Callback):
         folder = self._run_folder
         write_csv_atomically(folder / "history.csv", history_columns(self.history), self.history)
         pool = trainer.datamodule.pool
-        initial = pool.num_labeled - len(self.scores)
-        scores = [math.nan] * initial + self.scores.tolist()
-        rows = [
-            {"round": int(r), "pool_index": int(p), "dataset_index": int(pool.dataset_indices[p]), "score": s}
-            for p, r, s in zip(pool.labeled.tolist(), pool.labeled_rounds.tolist(), scores, strict=True)
-        ]
-        columns = LABELED_COLUMNS
-        files = trainer.datamodule.pool_files
-        if files is not None:  # images read from files: name each, for the people who label them
-            columns = (*LABELED_COLUMNS, "file")
-            for row in rows:
-                row["file"] = files[row["pool_index"]]
+        columns, rows = labeled_table(trainer.datamodule, self.scores)
         write_csv_atomically(folder / "labeled.csv", columns, rows)
         status = "finished" if self.finished else "waiting_for_labels" if self.pending is not None else "training"
         write_run_status(folder, status, rounds_done=len(self.history), labels=pool.num_labeled)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from alvae_pl.data.image_data import TaskKind
+from alvae_pl.data.image_data import UNKNOWN_TARGET, TaskKind
 
 FILE_COLUMN = "file"
 LABEL_COLUMN = "label"
@@ -191,3 +191,29 @@ def natural_order(names: set[str] | Sequence[str]) -> tuple[str, ...]:
         return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
 
     return tuple(sorted(names, key=key))
+
+
+def label_columns(task: TaskKind, class_names: Sequence[str]) -> tuple[str, ...]:
+    """The label columns of the layout ``task`` reads: ``label`` (multi-class) or one column per finding."""
+    return (LABEL_COLUMN,) if task == "multiclass" else tuple(class_names)
+
+
+def label_cells(targets: Tensor, task: TaskKind, class_names: Sequence[str]) -> list[dict[str, str | int]]:
+    """Targets written back as a labels CSV holds them, the inverse of :func:`parse_labels`.
+
+    Args:
+        targets: int64 ``[n]`` class indices or ``[n, K]`` 0/1 findings; ``UNKNOWN_TARGET`` gives empty cells.
+        task: the data set's task.
+        class_names: the classes or findings, in target order.
+
+    Returns:
+        One ``{column: cell}`` per image, keyed by :func:`label_columns`: the class name, or 0/1 per finding.
+    """
+    columns = label_columns(task, class_names)
+    cells: list[dict[str, str | int]] = []
+    for target in targets.tolist():
+        if task == "multiclass":
+            cells.append({LABEL_COLUMN: "" if target == UNKNOWN_TARGET else class_names[target]})
+        else:
+            cells.append({c: "" if v == UNKNOWN_TARGET else int(v) for c, v in zip(columns, target, strict=True)})
+    return cells

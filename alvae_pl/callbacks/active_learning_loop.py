@@ -32,6 +32,7 @@ from alvae_pl.models.metrics import compute_metrics
 from alvae_pl.models.per_class_metrics import per_class_metrics
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
+from alvae_pl.round_model import save_round_model
 from alvae_pl.run_status import write_run_status
 from alvae_pl.seeding import ACQUISITION_STREAM, START_STREAM, derive_seed
 
@@ -408,6 +409,8 @@ class ActiveLearningLoop(Callback):
         if last_round:
             trainer.should_stop = True
             return
+        if self.pending is not None and trainer.is_global_zero:  # the weights that chose the open query, for predict
+            save_round_model(self._run_folder, model, self.round_index, pool.num_labeled)
         model.reset_to_initial_weights()
         trainer.strategy.setup_optimizers(trainer)
         self.round_index += 1

@@ -14,6 +14,7 @@ error names the CSV file, the line and what to change.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,7 +74,9 @@ class Labels:
 
 
 def read_label_rows(path: str | Path) -> LabelRows:
-    """Reads a labels CSV's header and cells.
+    """Reads a labels CSV's header and cells, as a spreadsheet may save it: comma, semicolon or tab delimited
+    (whichever splits the header into a ``file`` column), with or without a byte-order mark, ``\n`` or ``\r\n``
+    line ends.
 
     Raises:
         FileNotFoundError: no such file.
@@ -83,8 +86,9 @@ def read_label_rows(path: str | Path) -> LabelRows:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: give a CSV with a '{FILE_COLUMN}' column and the labels")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            lines = list(csv.reader(handle))
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: a spreadsheet's byte-order mark
+            text = handle.read()
+        lines = list(csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text)))
     except (UnicodeDecodeError, csv.Error) as error:
         raise ValueError(f"{path} is not a readable CSV file ({type(error).__name__}): save it as UTF-8 CSV") from None
     if not lines:
@@ -104,6 +108,21 @@ def read_label_rows(path: str | Path) -> LabelRows:
         padded = [cell.strip() for cell in cells] + [""] * (len(columns) - len(cells))
         rows.append((number, dict(zip(columns, padded, strict=True))))
     return LabelRows(path=path, columns=columns, rows=tuple(rows))
+
+
+#: The delimiters a spreadsheet may save a CSV with: comma, semicolon (Excel where the decimal mark is a comma), tab.
+DELIMITERS = (",", ";", "\t")
+
+
+def _delimiter(text: str) -> str:
+    """The delimiter whose split of the header line yields a ``file`` column (a comma if none does: the error about
+    the header then shows it as written)."""
+    header = text.splitlines()[0] if text else ""
+    for delimiter in DELIMITERS:
+        cells = next(csv.reader([header], delimiter=delimiter), [])
+        if FILE_COLUMN in (cell.strip() for cell in cells):
+            return delimiter
+    return ","
 
 
 def parse_labels(

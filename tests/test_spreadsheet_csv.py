@@ -67,7 +67,7 @@ def test_an_expert_answering_from_excel_with_semicolons_is_understood(tmp_path: 
     assert "3 of 3 images" in oracle.answer(query, datamodule, tmp_path)
     truth = {row.split(",")[0]: row.split(",")[1] for row in (lab / "answer_key.csv").read_text().splitlines()[1:]}
     files = [datamodule.pool_files[p] for p in asked.tolist()]
-    rows = [f"{rank};{p};{files[rank - 1]};{rank},5;{truth[files[rank - 1]]}" for rank, p in enumerate(asked.tolist(), 1)]
+    rows = [f"{r};{p};{files[r - 1]};{r},5;{truth[files[r - 1]]}" for r, p in enumerate(asked.tolist(), 1)]
     saved = "\ufeff" + "\r\n".join(["rank;pool_index;file;score;label", *rows]) + "\r\n"
     (tmp_path / "query_round_1.csv").write_bytes(saved.encode())  # saved over the query file, as Excel does
     answers = oracle.answer(query, datamodule, tmp_path)

@@ -10,7 +10,7 @@ test images), beside what is known of each: its label, who gave it, and the late
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +20,14 @@ import torch
 from torch import Tensor
 
 from alvae_pl.atomic_files import write_csv
+from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.data.image_data import UNKNOWN_TARGET, TaskKind
 from alvae_pl.data.label_pool import origin_text
 from alvae_pl.round_model import load_round_model
 
 if TYPE_CHECKING:
+    import lightning as L
+
     from alvae_pl.data.datamodule import ActiveDataModule
     from alvae_pl.models.task_model import TaskModel
 
@@ -109,13 +112,14 @@ def predict_images(
     images: Tensor,
     batch_size: int,
     device: torch.device,
-    precision: AbstractContextManager[Any] | None = None,
+    precision: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Tensor:
-    """float ``[n, K]`` probabilities of uint8 images ``[n, C, H, W]``, the model in eval mode."""
+    """float ``[n, K]`` probabilities of uint8 images ``[n, C, H, W]``, the model in eval mode, each batch's forward
+    inside ``precision()`` (the Trainer's precision context, as the loop's evaluation)."""
     model.eval()
     parts = []
     for start in range(0, len(images), batch_size):
-        with precision if precision is not None else nullcontext():
+        with precision():
             logits = model(images[start : start + batch_size].to(device))
         parts.append(probabilities(logits, model.task).cpu())
     return torch.cat(parts) if parts else torch.empty(0, model.num_classes)
@@ -175,3 +179,69 @@ def prediction_table(
 def write_predictions(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> Path:
     """``predictions.csv`` written whole (:mod:`alvae_pl.atomic_files`); probabilities and scores to 6 digits."""
     return write_csv(path, columns, ([row.get(c) for c in columns] for row in rows), float_format=lambda v: f"{v:.6g}")
+
+
+def predict_run(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: ActiveDataModule,
+    run_folder: Path,
+    checkpoint_path: Path,
+    splits: Sequence[Split],
+    cold_start: bool = False,
+) -> tuple[Path, str]:
+    """Writes ``<run folder>/predictions.csv`` for the run's current model (:func:`run_model`).
+
+    Args:
+        trainer: the run's Trainer (its device and precision).
+        model: the run's task model, as configured; its weights are replaced by the run's.
+        datamodule: the run's data; its pool is restored from the checkpoint.
+        run_folder: the run folder.
+        checkpoint_path: the run's ``last.ckpt`` (or the checkpoint to read the pool and the loop from).
+        splits: which splits to write, in this order.
+        cold_start: the run chose its first labels (``active.start``): its pool starts empty.
+
+    Returns:
+        The file written and a one-line summary of what it holds.
+
+    Raises:
+        FileNotFoundError: no checkpoint, or no trained model yet.
+        ValueError: not an active-learning run, or settings that do not fit the checkpoint.
+    """
+    from alvae_pl.models.task_model import TaskModel  # the models package imports heavier things: load it late
+
+    if not isinstance(model, TaskModel) or datamodule.train_on != "labeled":
+        raise ValueError("predict writes an active-learning run's predictions: give the config of a TaskModel run")
+    if not checkpoint_path.is_file():
+        raise FileNotFoundError(
+            f"{checkpoint_path} not found: the run has not trained yet; start it (python train.py fit with the same "
+            "config), then predict"
+        )
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    if cold_start:
+        datamodule.defer_initial_labels()
+    datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
+    chosen = run_model(run_folder, checkpoint, checkpoint_path)
+    model.load_state_dict(chosen.state_dict)
+    device = trainer.strategy.root_device
+    model.to(device)
+    data = datamodule.data
+    outputs: dict[Split, Tensor] = {}
+    for split in splits:
+        images = data.train.images[datamodule.pool.dataset_indices] if split == "pool" else getattr(data, split).images
+        forward = trainer.precision_plugin.forward_context
+        outputs[split] = predict_images(model, images, datamodule.eval_batch_size, device, forward)
+    loop_state = checkpoint.get("callbacks", {}).get("ActiveLearningLoop") or {}
+    columns, rows = prediction_table(datamodule, outputs, latest_scores(loop_state, datamodule))
+    path = write_predictions(run_folder / PREDICTIONS_FILENAME, columns, rows)
+    counts = ", ".join(f"{len(probs)} {split}" for split, probs in outputs.items())
+    summary = (
+        f"Wrote {path} ({counts} images): the model of round {chosen.round_index}, trained on {chosen.labels} labels "
+        f"({chosen.source.name})"
+    )
+    return path, summary
+
+
+def checkpoint_for(run_folder: Path, ckpt_path: str | None, dirpath: str | None) -> Path:
+    """The checkpoint ``predict`` reads: the run's ``last.ckpt`` for ``None`` or ``last``, else ``ckpt_path``."""
+    return RunCheckpoint.last_path(run_folder, dirpath) if ckpt_path in (None, "last") else Path(ckpt_path)

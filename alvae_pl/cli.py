@@ -150,6 +150,10 @@ class AlvaeCLI(LightningCLI):
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "predict":
+            parser.description = (
+                "Write predictions.csv into the run folder: the run's current model on every pool image (and on "
+                "--splits), with each image's label, its origin and the latest acquisition's score"
+            )
             parser.add_argument(
                 "--splits",
                 type=list[Literal["pool", "val", "test"]],

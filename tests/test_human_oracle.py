@@ -180,10 +180,12 @@ def test_answers_not_asked_edited_initial_labels_and_simulating_unknown_labels_a
     asked = {row["file"] for row in read_csv(run / "query_round_1.csv")}
     stranger = next(row for row in read_csv(lab / "answer_key.csv") if row["file"] not in asked)
     answers = tmp_path / "answers.csv"
-    answers.write_text(f"file,label\n{stranger['file']},{stranger['label']}\n")
+    answers.write_text(f"file;label\r\n{stranger['file']};{stranger['label']}\r\n")  # as a spreadsheet saves it
+    before = _checksums(run)
     with pytest.raises(SystemExit):
         main([*human, f"--labels={answers}"])
     assert f"{answers} line 2: {stranger['file']} was not asked for in round 1" in capsys.readouterr().err
+    assert _checksums(run) == before  # a refused answers file leaves nothing behind (no config record either)
 
     labels = (lab / "labels.csv").read_text()  # an initial label edited after the run started
     (lab / "labels.csv").write_text(labels.replace(",0\n", ",6\n", 1))

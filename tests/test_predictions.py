@@ -3,14 +3,18 @@ what the run knows of each, in ``predictions.csv``."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from alvae_pl.cli import main
+from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.data.digits_folder import write_digits_folder
+from alvae_pl.data.sources import FolderSource
 from alvae_pl.oracles.answer_key import answer_from_key
+from alvae_pl.predictions import prediction_table
 from tests.helpers.cli_runs import TINY, read_csv
 
 
@@ -32,6 +36,7 @@ def _accuracy(rows: list[dict[str, str]], split: str) -> float:
     return sum(row["predicted"] == row["label"] for row in chosen) / len(chosen)
 
 
+@pytest.mark.slow  # four train.py commands: ~50 s on 2 cores
 def test_predictions_of_a_waiting_and_a_finished_lab_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lab = write_digits_folder(tmp_path / "lab", initial_labels=30)
     arguments = _arguments(lab, tmp_path / "logs")
@@ -84,3 +89,28 @@ def test_predictions_of_a_waiting_and_a_finished_lab_run(tmp_path: Path, capsys:
     record = read_csv(run / "labeled.csv")  # the continued run's record: every label, and where it came from
     assert [row["origin"] for row in record] == ["labels file"] * 30 + ["answer to round 1"] * 30
     assert all(row["label"] == truth[row["file"]] for row in record)
+
+
+def test_multilabel_rows_name_the_findings_predicted_and_given(tmp_path: Path) -> None:
+    lab = write_digits_folder(tmp_path / "lab", initial_labels=30, findings=True)
+    source = FolderSource(
+        str(lab / "images"), str(lab / "labels.csv"), str(lab / "val.csv"), val_images=str(lab / "val")
+    )
+    datamodule = ActiveDataModule(source)
+    names = datamodule.data.class_names
+    probs = torch.rand(len(datamodule.pool), len(names), generator=torch.Generator().manual_seed(0))
+    asked = datamodule.pool.unlabeled[:3]
+    columns, rows = prediction_table(datamodule, {"pool": probs}, dict.fromkeys(asked.tolist(), 0.5))
+    assert columns == ["split", "index", "file", "predicted", *[f"p_{n}" for n in names], "label", "origin", "round",
+                       "score"]  # fmt: skip
+    key = {row["file"]: row for row in read_csv(lab / "answer_key.csv")}
+    given = {row["file"] for row in read_csv(lab / "labels.csv")}
+    for row, p in zip(rows, probs.tolist(), strict=True):  # a plain loop as the reference
+        present = [name for name, value in zip(names, p, strict=True) if value >= 0.5]
+        assert row["predicted"] == (";".join(present) or "none")
+        if row["file"] in given:
+            truth = [name for name in names if key[row["file"]][name] == "1"]
+            assert (row["label"], row["origin"], row["round"]) == (";".join(truth) or "none", "labels file", 0)
+        else:
+            assert row["label"] == "" and "origin" not in row
+    assert [row["score"] for row in rows if not math.isnan(row["score"])] == [0.5] * 3

@@ -94,15 +94,14 @@ def probabilities(logits: Tensor, task: TaskKind) -> Tensor:
     return logits.float().softmax(dim=1) if task == "multiclass" else logits.float().sigmoid()
 
 
-def target_text(target: Tensor | Sequence[int] | int, task: TaskKind, class_names: Sequence[str]) -> str:
-    """A target as a person reads it: the class name, or the present findings joined by ``;`` (``none`` if no
-    finding is present); empty for ``UNKNOWN_TARGET``."""
-    values = target.tolist() if isinstance(target, Tensor) else target
+def target_text(target: int | Sequence[int], task: TaskKind, class_names: Sequence[str]) -> str:
+    """A target (a class index, or K 0/1 findings) as a person reads it: the class name, or the present findings
+    joined by ``;`` (``none`` if no finding is present); empty for ``UNKNOWN_TARGET``."""
     if task == "multiclass":
-        return "" if values == UNKNOWN_TARGET else class_names[values]
-    if UNKNOWN_TARGET in values:
+        return "" if target == UNKNOWN_TARGET else class_names[target]
+    if UNKNOWN_TARGET in target:
         return ""
-    present = [name for name, value in zip(class_names, values, strict=True) if value == 1]
+    present = [name for name, value in zip(class_names, target, strict=True) if value == 1]
     return ";".join(present) if present else NO_FINDING
 
 
@@ -157,20 +156,21 @@ def prediction_table(
     rows = []
     for split, probs in outputs.items():
         targets = datamodule.pool_targets(torch.arange(len(pool))) if split == "pool" else getattr(data, split).targets
-        for index, (p, target) in enumerate(zip(probs.tolist(), targets, strict=True)):
+        predicted = probs.argmax(dim=1) if data.task == "multiclass" else (probs >= 0.5).long()
+        for index, (p, guess, target) in enumerate(
+            zip(probs.tolist(), predicted.tolist(), targets.tolist(), strict=True)
+        ):
             row: dict[str, Any] = {"split": split, "index": index}
             if with_files:
                 row["file"] = files[split][index] if files[split] is not None else ""
-            present = [max(range(len(p)), key=p.__getitem__)] if data.task == "multiclass" else None
-            predicted = names[present[0]] if present else target_text([int(v >= 0.5) for v in p], data.task, names)
-            row |= {"predicted": predicted, **{f"p_{n}": v for n, v in zip(names, p, strict=True)}}
-            known = split != "pool" or index in labeled_at
-            row["label"] = target_text(target, data.task, names) if known else ""
-            if split == "pool" and index in labeled_at:
+            row["predicted"] = target_text(guess, data.task, names)
+            row |= {f"p_{n}": v for n, v in zip(names, p, strict=True)}
+            if split != "pool":
+                row |= {"label": target_text(target, data.task, names), "origin": f"{split} labels"}
+            elif index in labeled_at:
                 at = labeled_at[index]
-                row |= {"origin": origin_text(origins[at], rounds[at]), "round": rounds[at]}
-            elif split != "pool":
-                row["origin"] = f"{split} labels"
+                row |= {"label": target_text(target, data.task, names), "origin": origin_text(origins[at], rounds[at])}
+                row["round"] = rounds[at]
             row["score"] = scores.get(index, math.nan) if split == "pool" else math.nan
             rows.append(row)
     return columns, rows

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -108,18 +109,29 @@ def target_text(target: int | Sequence[int], task: TaskKind, class_names: Sequen
 @torch.inference_mode()
 def predict_images(
     model: TaskModel,
-    images: Tensor,
+    images: Callable[[Tensor], Tensor],
+    count: int,
     batch_size: int,
     device: torch.device,
     precision: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Tensor:
-    """float ``[n, K]`` probabilities of uint8 images ``[n, C, H, W]``, the model in eval mode, each batch's forward
-    inside ``precision()`` (the Trainer's precision context, as the loop's evaluation)."""
+    """float ``[count, K]`` probabilities of images ``0..count-1``, the model in eval mode.
+
+    Args:
+        model: the task model.
+        images: rows int64 ``[b]`` -> their uint8 images ``[b, C, H, W]``; called one batch at a time, so that an
+            image store on disk is read a batch at a time too.
+        count: how many images.
+        batch_size: images per forward pass.
+        device: where the model runs.
+        precision: the Trainer's precision context (``forward_context``), entered around each forward, as the loop's
+            evaluation does.
+    """
     model.eval()
     parts = []
-    for start in range(0, len(images), batch_size):
+    for rows in torch.arange(count).split(batch_size):
         with precision():
-            logits = model(images[start : start + batch_size].to(device))
+            logits = model(images(rows).to(device))
         parts.append(probabilities(logits, model.task).cpu())
     return torch.cat(parts) if parts else torch.empty(0, model.num_classes)
 
@@ -228,9 +240,10 @@ def predict_run(
     data = datamodule.data
     outputs: dict[Split, Tensor] = {}
     for split in splits:
-        images = data.train.images[datamodule.pool.dataset_indices] if split == "pool" else getattr(data, split).images
+        images = datamodule.pool_images if split == "pool" else partial(datamodule.split_images, split)
+        count = len(datamodule.pool) if split == "pool" else len(getattr(data, split))
         forward = trainer.precision_plugin.forward_context
-        outputs[split] = predict_images(model, images, datamodule.eval_batch_size, device, forward)
+        outputs[split] = predict_images(model, images, count, datamodule.eval_batch_size, device, forward)
     loop_state = checkpoint.get("callbacks", {}).get("ActiveLearningLoop") or {}
     columns, rows = prediction_table(datamodule, outputs, latest_scores(loop_state, datamodule))
     path = write_predictions(run_folder / PREDICTIONS_FILENAME, columns, rows)

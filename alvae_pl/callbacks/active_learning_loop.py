@@ -20,9 +20,9 @@ from alvae_pl.callbacks.label_aware_retraining import find_label_aware, retrain_
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.callbacks.run_records import (
     HISTORY_COLUMNS,
-    LABELED_COLUMNS,
     curve_columns,
     history_columns,
+    labeled_table,
     write_csv_atomically,
 )
 from alvae_pl.callbacks.sharded_inference import sharded_inference
@@ -32,6 +32,7 @@ from alvae_pl.models.metrics import compute_metrics
 from alvae_pl.models.per_class_metrics import per_class_metrics
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
+from alvae_pl.round_model import save_round_model
 from alvae_pl.run_status import write_run_status
 from alvae_pl.seeding import ACQUISITION_STREAM, START_STREAM, derive_seed
 
@@ -408,6 +409,8 @@ class ActiveLearningLoop(Callback):
         if last_round:
             trainer.should_stop = True
             return
+        if self.pending is not None and trainer.is_global_zero:  # the weights that chose the open query, for predict
+            save_round_model(self._run_folder, model, self.round_index, pool.num_labeled)
         model.reset_to_initial_weights()
         trainer.strategy.setup_optimizers(trainer)
         self.round_index += 1
@@ -536,18 +539,7 @@ class ActiveLearningLoop(Callback):
         folder = self._run_folder
         write_csv_atomically(folder / "history.csv", history_columns(self.history), self.history)
         pool = trainer.datamodule.pool
-        initial = pool.num_labeled - len(self.scores)
-        scores = [math.nan] * initial + self.scores.tolist()
-        rows = [
-            {"round": int(r), "pool_index": int(p), "dataset_index": int(pool.dataset_indices[p]), "score": s}
-            for p, r, s in zip(pool.labeled.tolist(), pool.labeled_rounds.tolist(), scores, strict=True)
-        ]
-        columns = LABELED_COLUMNS
-        files = trainer.datamodule.pool_files
-        if files is not None:  # images read from files: name each, for the people who label them
-            columns = (*LABELED_COLUMNS, "file")
-            for row in rows:
-                row["file"] = files[row["pool_index"]]
+        columns, rows = labeled_table(trainer.datamodule, self.scores)
         write_csv_atomically(folder / "labeled.csv", columns, rows)
         status = "finished" if self.finished else "waiting_for_labels" if self.pending is not None else "training"
         write_run_status(folder, status, rounds_done=len(self.history), labels=pool.num_labeled)

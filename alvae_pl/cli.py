@@ -144,7 +144,7 @@ class AlvaeCLI(LightningCLI):
         loop_state = state.get("callbacks", {}).get("ActiveLearningLoop") or {}
         if loop_state.get("finished") and loop_state.get("history"):
             # Nothing to train and nothing to write (not even a TensorBoard events file): say so and stop.
-            raise RunFinished(finished_line(loop_state["history"], folder, earlier=True))
+            raise RunFinished(finished_line(loop_state["history"], folder, True, loop_state.get("stop_reason")))
 
     def _save_config_callback_text(self) -> str:
         record = next(c for c in self.trainer.callbacks if isinstance(c, RunConfigRecord))

@@ -8,6 +8,8 @@
     <folder>/area_<metric>.md           the normalised area under each curve (mean over label counts), per
                                         variant and seed, with the paired tests against the baseline
     <folder>/area_<metric>.csv          one row per variant and seed
+    <folder>/stopping.md                where each stopping rule would have ended each run (labels saved, metric
+                                        lost; :mod:`alvae_pl.analysis.stopping`), and ``stopping.csv``
     <folder>/report.md                  all tables and figures in one page
     <folder>/events.out.tfevents.*      the figures and tables for TensorBoard (``tensorboard --logdir <folder>``)
 """
@@ -29,6 +31,7 @@ from alvae_pl.analysis.statistics import (
     write_area_csv,
     write_table_csv,
 )
+from alvae_pl.analysis.stopping import report_rules, stopping_markdown, stopping_table, write_stopping_csv
 from alvae_pl.atomic_files import atomic_write_text
 
 #: The metrics a report covers, when the histories hold them.
@@ -46,6 +49,7 @@ class Report:
         markdown: metric -> the markdown table.
         area_markdown: metric -> the markdown table of areas under the curves.
         skipped: metric -> why it has no figure or table.
+        stopping_markdown: the stopping rules' table (empty before :func:`write_report` fills it).
     """
 
     folder: Path
@@ -54,6 +58,7 @@ class Report:
     markdown: dict[str, str] = field(default_factory=dict)
     area_markdown: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    stopping_markdown: str = ""
 
 
 def filter_runs(runs: Runs, variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> Runs:
@@ -94,6 +99,7 @@ def write_report(
     alpha: float = 0.05,
     title: str | None = None,
     tensorboard: bool = True,
+    main_metric: str | None = None,
 ) -> Report:
     """Write curves, comparison tables and TensorBoard images of ``runs`` into ``folder``.
 
@@ -106,6 +112,7 @@ def write_report(
         alpha: significance level; p-values below it are bold.
         title: heading of ``report.md``.
         tensorboard: also log figures and tables to a SummaryWriter in ``folder``.
+        main_metric: the metric the stopping table counts as lost (default: the first of ``metrics`` with values).
 
     Raises:
         ValueError: ``baseline`` has no runs, or no metric has values.
@@ -151,6 +158,11 @@ def write_report(
             writer.close()
     if not report.figures:
         raise ValueError(f"none of the metrics {list(metrics)} has values in the histories; check the runs")
+    lost = main_metric if main_metric is not None and _has_values(runs, main_metric) else next(iter(report.figures))
+    stops = stopping_table(runs, report_rules(lost), lost)
+    report.stopping_markdown = stopping_markdown(stops)
+    atomic_write_text(folder / "stopping.md", report.stopping_markdown)
+    write_stopping_csv(stops, folder / "stopping.csv")
     atomic_write_text(folder / "report.md", _report_page(runs, report, baseline, title))
     return report
 
@@ -173,4 +185,6 @@ def _report_page(runs: Runs, report: Report, baseline: str, title: str | None) -
             lines += [report.area_markdown[metric], report.markdown[metric]]
         elif metric in report.skipped:
             lines += [f"No table: {report.skipped[metric]}.", ""]
+    if report.stopping_markdown:
+        lines += ["## Stopping rules", "", report.stopping_markdown]
     return "\n".join(lines)

@@ -153,7 +153,7 @@ def _report(args: argparse.Namespace) -> None:
     metrics = ["val_accuracy", "test_accuracy", "val_auroc", "test_auroc"]
     if metric not in metrics:
         metrics.append(metric)
-    report = write_report(runs, out, baseline, metrics, args.alpha, title=folder.name)
+    report = write_report(runs, out, baseline, metrics, args.alpha, title=folder.name, main_metric=metric)
     for name, reason in report.skipped.items():
         print(f"note: {name}: {reason}", file=sys.stderr)
     if metric in report.markdown:

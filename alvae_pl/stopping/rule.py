@@ -39,6 +39,10 @@ class StoppingRule(ABC):
     #: Whether the criterion needs the loop's stop set (predictions on a fixed sample of the unlabeled pool).
     uses_stop_set: bool = True
 
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{name}={value!r}" for name, value in sorted(vars(self).items()))
+        return f"{type(self).__name__}({settings})"
+
     def values(self, history: Columns) -> list[float]:
         """The criterion's value in each round ``[R]`` (NaN where it was not measured)."""
         labels = history["labels"]

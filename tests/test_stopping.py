@@ -173,7 +173,15 @@ def test_stop_rows_say_labels_saved_and_metric_lost() -> None:
     assert rows[-1].rule == "ValidationPlateau(metric='val_accuracy', min_delta=0.0, rounds=2)"  # never the test split
     markdown = stopping_markdown(rows)
     assert "| StabilizingPredictions(kappa=0.99, rounds=3) | coreset | 0 | 500 (round 4) | 0 |" in markdown
-    assert "| MaxUncertainty(rounds=1, threshold=0.5) | coreset | 1 | never | 0 | 0.8400 | 0.8400 | +0.0000 |" in markdown
+    assert "| MaxUncertainty(rounds=1, threshold=0.5) | coreset | 1 | not measured | 0 |" in markdown  # no column
+    assert "| MaxUncertainty(rounds=1, threshold=0.5) | coreset | 2 | not measured | | | |" in markdown
+    assert "| StabilizingPredictions(kappa=0.99, rounds=3) | coreset | 2 | 0 | 0.0 | +0.0000 | +0.0000 |" in markdown
+    two = stopping_table({"coreset": {0: history, 1: history}}, [StabilizingPredictions(rounds=2)], "val_accuracy")
+    assert "| StabilizingPredictions(kappa=0.99, rounds=2) | coreset | 2 | 2 | 100.0 | +0.0300 | +0.0300 |" in (
+        stopping_markdown(two)
+    )
+    plateau = stop_row(ValidationPlateau(min_delta=0.02, rounds=2), history, "val_accuracy")
+    assert (plateau.stop_labels, plateau.measured) == (None, True)  # gains 0.01, then 0.03: not two rounds in a row
 
 
 def test_the_report_writes_the_stopping_table(tmp_path: Path) -> None:
@@ -276,7 +284,7 @@ def test_a_kappa_rule_without_a_stop_set_is_a_one_line_error(tmp_path: Path) -> 
 
 #: Kappa from round 1 on (-1: always holds): the run stops after round 1, which a killed run must reach from a
 #: checkpoint that holds round 0's predictions on the stop set.
-KAPPA_RULE = "active:\n  stopping:\n    - class_path: StabilizingPredictions\n      init_args: {kappa: -1.0, rounds: 1}\n"
+KAPPA_RULE = "active:\n  stopping:\n    - class_path: StabilizingPredictions\n      init_args: {kappa: -1, rounds: 1}\n"
 
 
 @pytest.mark.slow
@@ -303,3 +311,33 @@ def test_a_killed_run_with_a_rule_resumes_to_the_uninterrupted_records(tmp_path:
     assert json.loads((actual / "run_status.json").read_text()) == json.loads(
         (expected / "run_status.json").read_text()
     )
+
+
+#: Kappa 0.99 for one round: a frozen model predicts the same every round, so the rule ends the run after round 1.
+STABLE_RULE = (
+    "active:\n  stopping:\n    - class_path: StabilizingPredictions\n      init_args: {kappa: .99, rounds: 1}\n"
+)
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ddp_measures_and_stops_where_one_process_does(tmp_path: Path) -> None:
+    """The stop set predicted in shards over two gloo ranks and gathered: the same measures, the same stop."""
+    from tests.test_ddp import FROZEN, assert_ddp_equals_one_process
+
+    rule = tmp_path / "stable.yaml"
+    rule.write_text(STABLE_RULE)
+    # Three rounds scheduled (60 -> 180); the helper checks that both runs ended at 120 labels with equal picks.
+    assert_ddp_equals_one_process(
+        tmp_path, "digits_random.yaml", [*FROZEN, "--active.max_labels=180", "--config", str(rule)]
+    )
+    one, two = (tmp_path / kind / "digits_random" / "seed_0" for kind in ("single", "ddp"))
+    for row_one, row_two in zip(read_csv(one / "history.csv"), read_csv(two / "history.csv"), strict=True):
+        for key in ("stop_kappa", "stop_max_uncertainty", "stop_mean_uncertainty", "stop_val_gain"):
+            assert (row_one[key] == "") == (row_two[key] == ""), key
+            if row_one[key]:
+                assert float(row_two[key]) == pytest.approx(float(row_one[key]), abs=1e-5), key
+    status = json.loads((two / "run_status.json").read_text())
+    assert status == json.loads((one / "run_status.json").read_text())
+    assert status["stopped_by"] == "StabilizingPredictions: kappa 1.0000 >= 0.99 for 1 round at 120 labels"

@@ -36,7 +36,8 @@ class StopRow:
     """One rule on one run.
 
     ``stop_labels`` is ``None`` when the rule never fires (then nothing is saved or lost); ``metric_lost`` is
-    ``final_metric - metric_at_stop``.
+    ``final_metric - metric_at_stop``; ``measured`` is false when the history has no value of the rule's criterion
+    (a run recorded before the ``stop_*`` columns existed).
     """
 
     rule: str
@@ -50,6 +51,7 @@ class StopRow:
     metric_at_stop: float
     final_metric: float
     metric_lost: float
+    measured: bool = True
 
 
 def stop_row(rule: StoppingRule, history: History, metric: str, variant: str = "", seed: int = 0) -> StopRow:
@@ -59,7 +61,8 @@ def stop_row(rule: StoppingRule, history: History, metric: str, variant: str = "
     final_labels = int(history.labels[-1])
     index = rule.stop_round(columns)
     if index is None:
-        return StopRow(repr(rule), variant, seed, None, None, final_labels, 0, metric, final, final, 0.0)
+        measured = any(math.isfinite(value) for value in rule.values(columns))
+        return StopRow(repr(rule), variant, seed, None, None, final_labels, 0, metric, final, final, 0.0, measured)
     at_stop = float(history.column(metric)[index]) if metric in history.columns else math.nan
     labels = int(history.labels[index])
     return StopRow(
@@ -79,17 +82,39 @@ def stopping_table(runs: Runs, rules: Sequence[StoppingRule], metric: str) -> li
 
 
 def stopping_markdown(rows: Sequence[StopRow]) -> str:
-    """The table of :func:`stopping_table`'s rows, one line per rule and run."""
+    """Two tables of :func:`stopping_table`'s rows: per rule and variant (how many runs the rule ends before their
+    last round, the mean labels saved, the mean and worst metric lost), then one line per rule and run."""
     metric = rows[0].metric if rows else ""
     lines = [
         f"**Stopping rules**: where each rule would have ended each run, the labels that saves against the run's "
-        f"last round and the {metric} it loses (last round minus at the stop; never: the rule did not fire).",
+        f"last round and the {metric} it loses (last round minus at the stop: positive, stopping would have cost "
+        "that much; never: the rule did not fire; not measured: the histories lack its column).",
+        "",
+        f"| rule | variant | runs | ended early | mean labels saved | mean {metric} lost | worst lost |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    groups: dict[tuple[str, str], list[StopRow]] = {}
+    for row in rows:
+        groups.setdefault((row.rule, row.variant), []).append(row)
+    for (rule, variant), group in groups.items():
+        if not any(row.measured for row in group):
+            lines.append(f"| {rule} | {variant} | {len(group)} | not measured | | | |")
+            continue
+        early = sum(row.labels_saved > 0 for row in group)
+        saved = sum(row.labels_saved for row in group) / len(group)
+        lost = [row.metric_lost for row in group]
+        lines.append(
+            f"| {rule} | {variant} | {len(group)} | {early} | {saved:.1f} | {sum(lost) / len(lost):+.4f} | "
+            f"{max(lost):+.4f} |"
+        )
+    lines += [
         "",
         f"| rule | variant | seed | stops at (labels) | labels saved | {metric} at stop | last | lost |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        stop = "never" if row.stop_labels is None else f"{row.stop_labels} (round {row.stop_round})"
+        never = "never" if row.measured else "not measured"
+        stop = never if row.stop_labels is None else f"{row.stop_labels} (round {row.stop_round})"
         lines.append(
             f"| {row.rule} | {row.variant} | {row.seed} | {stop} | {row.labels_saved} | {row.metric_at_stop:.4f} | "
             f"{row.final_metric:.4f} | {row.metric_lost:+.4f} |"

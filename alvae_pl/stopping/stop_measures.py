@@ -60,9 +60,7 @@ class StopMeasures:
         #: The previous round's predictions on the stop set: int64 classes ``[S]`` or 0/1 findings ``[S, K]``.
         self.previous: Tensor | None = None
 
-    def measure(
-        self, trainer: L.Trainer, model: TaskModel, history: Sequence[Mapping[str, Any]]
-    ) -> dict[str, float]:
+    def measure(self, trainer: L.Trainer, model: TaskModel, history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """The stop columns of the round that ends now; ``history`` holds the earlier rows and this round's (its
         metrics already in). Every rank must call it (the inference is a collective)."""
         multilabel = model.task == "multilabel"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from scipy import stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -26,7 +27,7 @@ from alvae_pl.stopping import (
     normalized_uncertainty,
     prediction_agreement,
 )
-from tests.helpers.cli_runs import kill_switch_config, read_csv, train, train_in_process, without_timings
+from tests.helpers.cli_runs import REPOSITORY, kill_switch_config, read_csv, train, train_in_process, without_timings
 
 NAN = math.nan
 LABELS = [100, 200, 300, 400, 500, 600, 700, 800]
@@ -268,6 +269,10 @@ def test_a_rule_ends_the_run_and_a_rerun_has_nothing_to_do(tmp_path: Path) -> No
     last_line = again.stderr.strip().splitlines()[-1]
     assert last_line.startswith("Nothing to do: this run finished earlier (2 rounds, 120 labels; stopped by Max")
     assert run_files(run) == before
+    # The rules define the run: continuing it without them is refused, and changes nothing.
+    other = train_in_process("digits_random.yaml", tmp_path, "--ckpt_path=last")
+    assert other.returncode == 2 and "active.stopping" in other.stderr.strip().splitlines()[-1], other.stderr[-2000:]
+    assert run_files(run) == before
 
 
 def test_a_kappa_rule_without_a_stop_set_is_a_one_line_error(tmp_path: Path) -> None:
@@ -341,3 +346,19 @@ def test_ddp_measures_and_stops_where_one_process_does(tmp_path: Path) -> None:
     status = json.loads((two / "run_status.json").read_text())
     assert status == json.loads((one / "run_status.json").read_text())
     assert status["stopped_by"] == "StabilizingPredictions: kappa 1.0000 >= 0.99 for 1 round at 120 labels"
+
+
+@pytest.mark.parametrize("overlay", sorted(p.name for p in (REPOSITORY / "configs" / "stopping").glob("*.yaml")))
+def test_the_stopping_overlays_configure_their_rules(overlay: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from alvae_pl.cli import main
+
+    arguments = ["fit", "--config", "configs/mnist_coreset.yaml", "--config", f"configs/stopping/{overlay}"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*arguments, "--print_config"])
+    assert exit_.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    rules = printed["active"]["stopping"]
+    written = yaml.safe_load((REPOSITORY / "configs" / "stopping" / overlay).read_text())["active"]["stopping"]
+    assert [rule["class_path"] for rule in rules] == [rule["class_path"] for rule in written]
+    for rule, settings in zip(rules, written, strict=True):
+        assert {key: rule["init_args"][key] for key in settings["init_args"]} == settings["init_args"]

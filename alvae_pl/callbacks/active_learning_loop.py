@@ -74,11 +74,13 @@ class ActiveLearningLoop(Callback):
     train accuracy reaches ``train_accuracy_target``). At its last epoch, once, on the round's final weights:
 
     1. evaluate on the validation and test splits (every rank its shard, gathered);
-    2. log ``al/*`` scalars to every logger (TensorBoard, CSV, ...) with the number of labels as the step, and rewrite
+    2. predict the stop set and measure the stopping criteria (:mod:`alvae_pl.stopping`, history columns
+       ``stop_*``); a rule of ``stopping`` that holds makes this round the last (no acquisition follows);
+    3. log ``al/*`` scalars to every logger (TensorBoard, CSV, ...) with the number of labels as the step, and rewrite
        ``history.csv`` in the run folder;
-    3. select ``budget`` unlabeled pool images with ``heuristic`` (embedding sharded over ranks, selection on
+    4. select ``budget`` unlabeled pool images with ``heuristic`` (embedding sharded over ranks, selection on
        rank zero, broadcast), have ``oracle`` label them, and rewrite ``labeled.csv``;
-    4. reset the task model to its round-0 weights and build a fresh optimizer.
+    5. reset the task model to its round-0 weights and build a fresh optimizer.
 
     The simulated oracle answers at once. A human one (:class:`~alvae_pl.oracles.HumanOracle`) may not have
     answered yet: the loop then keeps the query in its state, stops the run after the checkpoint, and asks

@@ -12,9 +12,14 @@ Columns = Mapping[str, Sequence[float]]
 
 
 def history_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
-    """The loop's history rows (one dict per round) as columns; a value a row lacks is NaN."""
+    """The loop's history rows (one dict per round) as columns; a value a row lacks, or one that is not a number, is
+    NaN."""
     names = {name for row in rows for name in row}
-    return {name: [float(row.get(name, math.nan)) for row in rows] for name in names}
+    return {name: [_number(row.get(name)) for row in rows] for name in names}
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else math.nan
 
 
 class StoppingRule(ABC):

@@ -22,10 +22,10 @@ from alvae_pl.stopping import (
     StabilizingPredictions,
     ValidationPlateau,
     first_stop,
-    history_columns,
     metric_gains,
     normalized_uncertainty,
     prediction_agreement,
+    rows_to_columns,
 )
 from tests.helpers.cli_runs import REPOSITORY, kill_switch_config, read_csv, train, train_in_process, without_timings
 
@@ -97,7 +97,7 @@ def test_first_stop_is_the_earliest_and_the_first_listed_on_a_tie() -> None:
 
 def test_history_rows_become_columns_with_missing_cells_as_nan() -> None:
     rows = [{"labels": 60, "val_accuracy": 0.5}, {"labels": 120, "val_accuracy": 0.6, "stop_kappa": 0.9}]
-    result = history_columns(rows)
+    result = rows_to_columns(rows)
     assert result["labels"] == [60, 120] and result["stop_kappa"][1] == 0.9 and math.isnan(result["stop_kappa"][0])
 
 

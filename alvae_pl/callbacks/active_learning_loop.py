@@ -18,16 +18,24 @@ from alvae_pl.acquisition.heuristic import Heuristic
 from alvae_pl.acquisition.random_sampling import RandomSampling
 from alvae_pl.callbacks.label_aware_retraining import find_label_aware, retrain_label_aware
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
-from alvae_pl.callbacks.run_records import CURVE_COLUMNS, HISTORY_COLUMNS, LABELED_COLUMNS, write_csv_atomically
+from alvae_pl.callbacks.run_records import (
+    HISTORY_COLUMNS,
+    curve_columns,
+    history_columns,
+    labeled_table,
+    write_csv_atomically,
+)
 from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.models.label_aware_features import LabelAwareVAEFeatures
 from alvae_pl.models.metrics import compute_metrics
+from alvae_pl.models.per_class_metrics import per_class_metrics
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
+from alvae_pl.round_model import save_round_model
 from alvae_pl.run_status import write_run_status
 from alvae_pl.seeding import ACQUISITION_STREAM, START_STREAM, derive_seed
-from alvae_pl.stopping import StopMeasures, StoppingRule, first_stop, history_columns
+from alvae_pl.stopping import StopMeasures, StoppingRule, first_stop, rows_to_columns
 
 
 def _needs_no_task_model(heuristic: Heuristic) -> bool:
@@ -395,6 +403,7 @@ class ActiveLearningLoop(Callback):
                 f"Evaluating {name}",
             )["logits"]
             metrics = compute_metrics(logits.cpu(), split.targets, model.task, model.num_classes)
+            metrics |= per_class_metrics(logits.cpu(), split.targets, model.task, datamodule.data.class_names)
             row.update({f"{name}_{metric}": value for metric, value in metrics.items()})
         row["eval_seconds"] = time.perf_counter() - started
         row.update(self.stop_measures.measure(trainer, model, [*self.history, row]))
@@ -405,7 +414,7 @@ class ActiveLearningLoop(Callback):
 
         last_round = self.round_index + 1 >= len(self._schedule) or pool.num_unlabeled == 0
         if not last_round and self.stopping:
-            stop = first_stop(self.stopping, history_columns([*self.history, row]))
+            stop = first_stop(self.stopping, rows_to_columns([*self.history, row]))
             # Rank zero's decision on every rank: ranks that disagreed would hang in the next collective.
             self.stop_reason = trainer.strategy.broadcast(None if stop is None else stop[1], src=0)
             last_round = self.stop_reason is not None
@@ -431,6 +440,8 @@ class ActiveLearningLoop(Callback):
         if last_round:
             trainer.should_stop = True
             return
+        if self.pending is not None and trainer.is_global_zero:  # the weights that chose the open query, for predict
+            save_round_model(self._run_folder, model, self.round_index, pool.num_labeled)
         model.reset_to_initial_weights()
         trainer.strategy.setup_optimizers(trainer)
         self.round_index += 1
@@ -498,6 +509,7 @@ class ActiveLearningLoop(Callback):
             if heuristic.uses_labeled
             else {"index": pool.labeled}
         )
+        labeled_outputs["target"] = datamodule.pool_targets(pool.labeled)  # what is known of them (ClassBalanced)
         selection = None
         if trainer.is_global_zero:
             selection = heuristic.select(candidate_outputs, labeled_outputs, budget, generator)
@@ -544,7 +556,7 @@ class ActiveLearningLoop(Callback):
             f"{k} {row[k]:.4f}" for k in HISTORY_COLUMNS if k.startswith(("val_", "test_")) and k in row
         )
         rank_zero_info(f"Round {row['round']} with {row['labels']} labels, {row['epochs']} epochs: {summary}")
-        curves = {f"al/{key}": row[key] for key in CURVE_COLUMNS if key in row and not math.isnan(row[key])}
+        curves = {f"al/{key}": row[key] for key in curve_columns(row) if not math.isnan(row[key])}
         for logger in trainer.loggers:  # every logger, with the number of labels as the step
             logger.log_metrics(curves, step=row["labels"])
             logger.save()
@@ -556,20 +568,9 @@ class ActiveLearningLoop(Callback):
         if not trainer.is_global_zero:
             return
         folder = self._run_folder
-        write_csv_atomically(folder / "history.csv", HISTORY_COLUMNS, self.history)
+        write_csv_atomically(folder / "history.csv", history_columns(self.history), self.history)
         pool = trainer.datamodule.pool
-        initial = pool.num_labeled - len(self.scores)
-        scores = [math.nan] * initial + self.scores.tolist()
-        rows = [
-            {"round": int(r), "pool_index": int(p), "dataset_index": int(pool.dataset_indices[p]), "score": s}
-            for p, r, s in zip(pool.labeled.tolist(), pool.labeled_rounds.tolist(), scores, strict=True)
-        ]
-        columns = LABELED_COLUMNS
-        files = trainer.datamodule.pool_files
-        if files is not None:  # images read from files: name each, for the people who label them
-            columns = (*LABELED_COLUMNS, "file")
-            for row in rows:
-                row["file"] = files[row["pool_index"]]
+        columns, rows = labeled_table(trainer.datamodule, self.scores)
         write_csv_atomically(folder / "labeled.csv", columns, rows)
         status = "finished" if self.finished else "waiting_for_labels" if self.pending is not None else "training"
         stopped = {"stopped_by": self.stop_reason} if self.stop_reason is not None else {}

@@ -33,8 +33,8 @@ class HumanOracle(Oracle):
 
     - ``query_round_<r>.csv``: one row per picked image, in picking order: ``rank``, ``pool_index``, ``file``,
       ``score``, and empty label cells (``label`` for multi-class, one 0/1 column per finding for multi-label);
-    - ``query_round_<r>.png``: the images in the same order, numbered, with their file names (one sheet per
-      100 images: ``query_round_<r>_<k>.png``);
+    - ``query_round_<r>.png``: the images in the same order, each captioned with its rank and its full file name
+      (one sheet per 100 images: ``query_round_<r>_<k>.png``);
 
     checkpoints, and stops with a one-line message saying which file to fill in and which command continues.
     Running that command (the same one with ``--ckpt_path last``) reads the answers, checks them (every
@@ -131,10 +131,9 @@ class HumanOracle(Oracle):
             ]
             header = [*QUERY_INFO_COLUMNS[:2], FILE_COLUMN, QUERY_INFO_COLUMNS[2], *labels]
             write_csv(path, header, rows, float_format=lambda value: f"{value:.6g}")
-        captions = [f"{rank} {name}" for rank, name in enumerate(asked, start=1)]
         write_contact_sheets(
             datamodule.pool_images(query.positions).cpu(),
-            captions,
+            asked,
             path.with_suffix(""),
             per_sheet=self.images_per_sheet,
         )

@@ -6,7 +6,7 @@ TensorBoard ``al/stop_*``) and, configured as a rule (``active.stopping``), ends
 - :class:`ValidationPlateau`: the validation metric stops improving.
 """
 
-from alvae_pl.stopping.rule import StoppingRule, first_stop, history_columns
+from alvae_pl.stopping.rule import StoppingRule, first_stop, rows_to_columns
 from alvae_pl.stopping.stabilizing_predictions import StabilizingPredictions, prediction_agreement
 from alvae_pl.stopping.stop_measures import STOP_COLUMNS, StopMeasures
 from alvae_pl.stopping.uncertainty import MaxUncertainty, MeanUncertainty, normalized_uncertainty
@@ -21,8 +21,8 @@ __all__ = [
     "StoppingRule",
     "ValidationPlateau",
     "first_stop",
-    "history_columns",
     "metric_gains",
     "normalized_uncertainty",
     "prediction_agreement",
+    "rows_to_columns",
 ]

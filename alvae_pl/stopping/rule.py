@@ -11,7 +11,7 @@ from typing import Any
 Columns = Mapping[str, Sequence[float]]
 
 
-def history_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+def rows_to_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
     """The loop's history rows (one dict per round) as columns; a value a row lacks, or one that is not a number, is
     NaN."""
     names = {name for row in rows for name in row}

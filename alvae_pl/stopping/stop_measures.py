@@ -12,7 +12,7 @@ from torch import Tensor
 
 from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.seeding import STOP_SET_STREAM, derive_seed
-from alvae_pl.stopping.rule import history_columns
+from alvae_pl.stopping.rule import rows_to_columns
 from alvae_pl.stopping.stabilizing_predictions import prediction_agreement
 from alvae_pl.stopping.uncertainty import normalized_uncertainty
 from alvae_pl.stopping.validation_plateau import metric_gains
@@ -65,7 +65,7 @@ class StopMeasures:
         metrics already in). Every rank must call it (the inference is a collective)."""
         multilabel = model.task == "multilabel"
         main_metric = "val_auroc" if multilabel else "val_accuracy"
-        columns = history_columns(history)
+        columns = rows_to_columns(history)
         row = {name: math.nan for name in STOP_COLUMNS}
         if main_metric in columns:
             row["stop_val_gain"] = metric_gains(columns[main_metric])[-1]

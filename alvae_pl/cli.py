@@ -145,7 +145,7 @@ class AlvaeCLI(LightningCLI):
         loop_state = state.get("callbacks", {}).get("ActiveLearningLoop") or {}
         if loop_state.get("finished") and loop_state.get("history"):
             # Nothing to train and nothing to write (not even a TensorBoard events file): say so and stop.
-            raise RunFinished(finished_line(loop_state["history"], folder, earlier=True))
+            raise RunFinished(finished_line(loop_state["history"], folder, True, loop_state.get("stop_reason")))
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)

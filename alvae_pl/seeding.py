@@ -8,6 +8,7 @@ ACQUISITION_STREAM = 7919  # each round's acquisition (ActiveLearningLoop), inde
 DROPOUT_STREAM = 104_729  # each epoch's dropout masks on each rank (TaskModel), index epoch * world + rank + 1
 START_STREAM = 15_485_863  # the choice of the initial labels by a strategy (ActiveLearningLoop.start), index 1
 LABEL_AWARE_VAE_STREAM = 1_299_709  # each round's retraining of a label-aware VAE (ActiveLearningLoop), index round + 1
+STOP_SET_STREAM = 32_452_843  # the stop set the stopping criteria measure on (stopping.StopMeasures), index 1
 
 
 def derive_seed(seed: int, stream: int, index: int) -> int:

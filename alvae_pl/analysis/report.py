@@ -13,6 +13,8 @@
     <folder>/ranks_<metric>.md          average ranks over seeds, Friedman and Nemenyi tests (Demšar 2006)
     <folder>/critical_difference_<metric>.png   their critical-difference diagram
                                         (each .md with a .csv beside it; see ``comparisons``)
+    <folder>/stopping.md                where each stopping rule would have ended each run (labels saved, metric
+                                        lost; :mod:`alvae_pl.analysis.stopping`), and ``stopping.csv``
     <folder>/report.md                  all tables and figures in one page
     <folder>/events.out.tfevents.*      the figures and tables for TensorBoard (``tensorboard --logdir <folder>``)
 """
@@ -37,6 +39,7 @@ from alvae_pl.analysis.statistics import (
     write_area_csv,
     write_table_csv,
 )
+from alvae_pl.analysis.stopping import report_rules, stopping_markdown, stopping_table, write_stopping_csv
 from alvae_pl.atomic_files import atomic_write_text
 
 #: The metrics a report covers, when the histories hold them.
@@ -55,6 +58,7 @@ class Report:
         area_markdown: metric -> the markdown table of areas under the curves.
         skipped: metric -> why it has no figure or table.
         sections: metric -> label efficiency, penalty matrix and ranks (:mod:`~alvae_pl.analysis.comparisons`).
+        stopping_markdown: the stopping rules' table (empty before :func:`write_report` fills it).
     """
 
     folder: Path
@@ -64,6 +68,7 @@ class Report:
     area_markdown: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     sections: dict[str, Sections] = field(default_factory=dict)
+    stopping_markdown: str = ""
 
 
 def filter_runs(runs: Runs, variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> Runs:
@@ -106,6 +111,7 @@ def write_report(
     tensorboard: bool = True,
     fraction: float = DEFAULT_FRACTION,
     blocks: Blocks = "seed",
+    main_metric: str | None = None,
 ) -> Report:
     """Write curves, comparison tables and TensorBoard images of ``runs`` into ``folder``.
 
@@ -120,6 +126,7 @@ def write_report(
         tensorboard: also log figures and tables to a SummaryWriter in ``folder``.
         fraction: share of the best final mean that label efficiency asks each variant to reach.
         blocks: what a block of the rank tests is, ``"seed"`` or ``"round"`` (see ``critical_difference``).
+        main_metric: the metric the stopping table counts as lost (default: the first of ``metrics`` with values).
 
     Raises:
         ValueError: ``baseline`` has no runs, or no metric has values.
@@ -178,6 +185,11 @@ def write_report(
             writer.close()
     if not report.figures:
         raise ValueError(f"none of the metrics {list(metrics)} has values in the histories; check the runs")
+    lost = main_metric if main_metric is not None and _has_values(runs, main_metric) else next(iter(report.figures))
+    stops = stopping_table(runs, report_rules(lost), lost)
+    report.stopping_markdown = stopping_markdown(stops)
+    atomic_write_text(folder / "stopping.md", report.stopping_markdown)
+    write_stopping_csv(stops, folder / "stopping.csv")
     atomic_write_text(folder / "report.md", _report_page(runs, report, baseline, title))
     return report
 
@@ -201,4 +213,6 @@ def _report_page(runs: Runs, report: Report, baseline: str, title: str | None) -
             lines += report.sections[metric].page_lines()
         elif metric in report.skipped:
             lines += [f"No table: {report.skipped[metric]}.", ""]
+    if report.stopping_markdown:
+        lines += ["## Stopping rules", "", report.stopping_markdown]
     return "\n".join(lines)

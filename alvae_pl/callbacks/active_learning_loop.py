@@ -36,6 +36,7 @@ from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
 from alvae_pl.round_model import save_round_model
 from alvae_pl.run_status import write_run_status
 from alvae_pl.seeding import ACQUISITION_STREAM, START_STREAM, derive_seed
+from alvae_pl.stopping import StopMeasures, StoppingRule, first_stop, rows_to_columns
 
 
 def _needs_no_task_model(heuristic: Heuristic) -> bool:
@@ -52,18 +53,22 @@ def save_run_checkpoint(trainer: L.Trainer) -> None:
             callback.save_now(trainer)
 
 
-def finished_line(history: list[dict[str, Any]], folder: Path, earlier: bool) -> str:
+def finished_line(
+    history: list[dict[str, Any]], folder: Path, earlier: bool, stop_reason: str | None = None
+) -> str:
     """The closing line of a finished run with rows ``history``: what it reached (``earlier``: that it finished
-    before this command, which did nothing) and where its records are."""
+    before this command, which did nothing), the stopping rule that ended it early if one did, and where its records
+    are."""
     last = history[-1]
     rounds = f"{len(history)} round{'s' if len(history) > 1 else ''}"
     where = f"records in {folder} (history.csv, labeled.csv)"
+    stopped = f"; stopped by {stop_reason}" if stop_reason else ""
     if earlier:
-        return f"Nothing to do: this run finished earlier ({rounds}, {last['labels']} labels); {where}"
+        return f"Nothing to do: this run finished earlier ({rounds}, {last['labels']} labels{stopped}); {where}"
     metrics = ", ".join(
         f"{key} {last[key]:.4f}" for key in ("val_accuracy", "val_auroc") if not math.isnan(last.get(key, math.nan))
     )
-    return f"Finished: {rounds}, {last['labels']} labels, {metrics}; {where}"
+    return f"Finished: {rounds}, {last['labels']} labels, {metrics}{stopped}; {where}"
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -78,11 +83,13 @@ class ActiveLearningLoop(Callback):
     train accuracy reaches ``train_accuracy_target``). At its last epoch, once, on the round's final weights:
 
     1. evaluate on the validation and test splits (every rank its shard, gathered);
-    2. log ``al/*`` scalars to every logger (TensorBoard, CSV, ...) with the number of labels as the step, and rewrite
+    2. predict the stop set and measure the stopping criteria (:mod:`alvae_pl.stopping`, history columns
+       ``stop_*``); a rule of ``stopping`` that holds makes this round the last (no acquisition follows);
+    3. log ``al/*`` scalars to every logger (TensorBoard, CSV, ...) with the number of labels as the step, and rewrite
        ``history.csv`` in the run folder;
-    3. select ``budget`` unlabeled pool images with ``heuristic`` (embedding sharded over ranks, selection on
+    4. select ``budget`` unlabeled pool images with ``heuristic`` (embedding sharded over ranks, selection on
        rank zero, broadcast), have ``oracle`` label them, and rewrite ``labeled.csv``;
-    4. reset the task model to its round-0 weights and build a fresh optimizer.
+    5. reset the task model to its round-0 weights and build a fresh optimizer.
 
     The simulated oracle answers at once. A human one (:class:`~alvae_pl.oracles.HumanOracle`) may not have
     answered yet: the loop then keeps the query in its state, stops the run after the checkpoint, and asks
@@ -130,6 +137,12 @@ class ActiveLearningLoop(Callback):
             paper's recipe. Rounds of a few dozen steps (the digits demo) leave the running statistics (momentum
             0.1) behind the weights, and the model then evaluates near chance although it fits its training
             batches; with this on, evaluation and selection see what the weights learned.
+        stopping: rules that end the run before ``max_labels`` (:mod:`alvae_pl.stopping`), e.g.
+            ``[{class_path: StabilizingPredictions, init_args: {kappa: 0.99, rounds: 3}}]``; the first that holds
+            ends it after the round's evaluation, its reason in ``run_status.json`` and the closing line. Empty
+            (default): the criteria are measured (history columns ``stop_*``) but never stop the run.
+        stop_set_size: images of the unlabeled pool the stopping criteria predict on every round
+            (:class:`~alvae_pl.stopping.StopMeasures`); 0 measures none of ``stop_kappa`` and ``stop_*_uncertainty``.
     """
 
     def __init__(
@@ -146,6 +159,8 @@ class ActiveLearningLoop(Callback):
         validate_every_epoch: bool = False,
         recompute_batch_norm: bool = False,
         start: Heuristic | None = None,
+        stopping: list[StoppingRule] | None = None,
+        stop_set_size: int = 1000,
     ) -> None:
         if budget < 1:
             raise ValueError(f"active.budget must be at least 1, got {budget}")
@@ -169,7 +184,17 @@ class ActiveLearningLoop(Callback):
         self.evaluate_test = evaluate_test
         self.validate_every_epoch = validate_every_epoch
         self.recompute_batch_norm = recompute_batch_norm
+        self.stopping = list(stopping or [])
+        needs_stop_set = [type(rule).__name__ for rule in self.stopping if rule.uses_stop_set]
+        if needs_stop_set and stop_set_size == 0:
+            raise ValueError(
+                f"active.stopping: {', '.join(needs_stop_set)} predicts on the stop set, but active.stop_set_size is "
+                "0: set it to a positive number of images (default 1000)"
+            )
         # Checkpointed state.
+        self.stop_measures = StopMeasures(stop_set_size, seed)
+        #: Why a stopping rule ended the run (``<rule>: <criterion> for <n> rounds at <labels> labels``), else ``None``.
+        self.stop_reason: str | None = None
         self.round_index = 0
         self.round_start_epoch = 0
         self.round_train_seconds = 0.0
@@ -382,12 +407,18 @@ class ActiveLearningLoop(Callback):
             metrics |= per_class_metrics(logits.cpu(), split.targets, model.task, datamodule.data.class_names)
             row.update({f"{name}_{metric}": value for metric, value in metrics.items()})
         row["eval_seconds"] = time.perf_counter() - started
+        row.update(self.stop_measures.measure(trainer, model, [*self.history, row]))
         # Checkpoints written since the previous row: this round's epochs and the previous round's last epoch.
         checkpoint_seconds = getattr(trainer.checkpoint_callback, "save_seconds", 0.0)
         row["checkpoint_seconds"] = checkpoint_seconds - self._checkpoint_seconds_seen
         self._checkpoint_seconds_seen = checkpoint_seconds
 
         last_round = self.round_index + 1 >= len(self._schedule) or pool.num_unlabeled == 0
+        if not last_round and self.stopping:
+            stop = first_stop(self.stopping, rows_to_columns([*self.history, row]))
+            # Rank zero's decision on every rank: ranks that disagreed would hang in the next collective.
+            self.stop_reason = trainer.strategy.broadcast(None if stop is None else stop[1], src=0)
+            last_round = self.stop_reason is not None
         if not last_round:
             started = time.perf_counter()
             generator = torch.Generator().manual_seed(round_seed(self.seed, self.round_index))
@@ -517,7 +548,7 @@ class ActiveLearningLoop(Callback):
             return self.pause_message
         if not self.finished or not self.history:
             return None
-        return finished_line(self.history, self._run_folder, earlier=self.rounds_this_process == 0)
+        return finished_line(self.history, self._run_folder, self.rounds_this_process == 0, self.stop_reason)
 
     # ------------------------------------------------------------------------------------------ records
     def _publish(self, trainer: L.Trainer, row: dict[str, Any]) -> None:
@@ -545,7 +576,8 @@ class ActiveLearningLoop(Callback):
         columns, rows = labeled_table(trainer.datamodule, self.scores)
         write_csv_atomically(folder / "labeled.csv", columns, rows)
         status = "finished" if self.finished else "waiting_for_labels" if self.pending is not None else "training"
-        write_run_status(folder, status, rounds_done=len(self.history), labels=pool.num_labeled)
+        stopped = {"stopped_by": self.stop_reason} if self.stop_reason is not None else {}
+        write_run_status(folder, status, rounds_done=len(self.history), labels=pool.num_labeled, **stopped)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A run without rounds (the VAE) is finished once its fit ends normally (a killed one never gets here).
@@ -572,6 +604,8 @@ class ActiveLearningLoop(Callback):
             "round_vae_seconds": self.round_vae_seconds,
             "round_vae_knowledge": dict(self.round_vae_knowledge),
             "label_aware_vaes": [features.round_state() for features in self._label_aware],
+            "stop_measures": self.stop_measures.state_dict(),
+            "stop_reason": self.stop_reason,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -588,3 +622,6 @@ class ActiveLearningLoop(Callback):
         self.round_vae_knowledge = dict(state_dict.get("round_vae_knowledge") or {})
         # Applied in on_fit_start, once the heuristic has built its feature models.
         self._label_aware_state = state_dict.get("label_aware_vaes") or None
+        if state_dict.get("stop_measures") is not None:  # absent from checkpoints written before the stopping criteria
+            self.stop_measures.load_state_dict(state_dict["stop_measures"])
+        self.stop_reason = state_dict.get("stop_reason")

@@ -32,6 +32,11 @@ HISTORY_COLUMNS = (
     "vae_seconds",  # retraining a label-aware VAE at the round's start (empty without one)
     "vae_knn_accuracy",  # what its V(u) knows of the test split's classes then (models.class_knowledge)
     "vae_kmeans_nmi",
+    # What the stopping criteria read (alvae_pl.stopping.StopMeasures; empty where undefined).
+    "stop_kappa",
+    "stop_max_uncertainty",
+    "stop_mean_uncertainty",
+    "stop_val_gain",
 )
 LABELED_COLUMNS = ("round", "pool_index", "dataset_index", "score")
 #: ``labeled.csv``'s last column: how the label came (``labels file``, ``random draw``, ``answer to round <r>``).

@@ -265,7 +265,15 @@ def _report(args: argparse.Namespace) -> None:
     if metric not in metrics:
         metrics.append(metric)
     report = write_report(
-        runs, out, baseline, metrics, args.alpha, title=folder.name, fraction=args.fraction, blocks=args.blocks
+        runs,
+        out,
+        baseline,
+        metrics,
+        args.alpha,
+        title=folder.name,
+        fraction=args.fraction,
+        blocks=args.blocks,
+        main_metric=metric,
     )
     for name, reason in report.skipped.items():
         print(f"note: {name}: {reason}", file=sys.stderr)

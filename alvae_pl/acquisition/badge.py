@@ -62,24 +62,26 @@ def kmeans_plus_plus(points: GradientEmbeddings, budget: int, generator: torch.G
     n = len(points.squared_norms)
     device = points.squared_norms.device
     uniforms = torch.rand(budget, generator=generator, dtype=torch.float64).to(device)
-    first = torch.nonzero(points.squared_norms == points.squared_norms.max())[0, 0]
-    positions = [first]
-    scores = [points.squared_norms[first]]
-    nearest = points.squared_distances_to(first).double()
-    nearest[first] = 0
+    positions = torch.empty(budget, dtype=torch.int64, device=device)
+    scores = torch.empty(budget, dtype=torch.float64, device=device)
+    # Written in place, pick after pick: a score kept as ``nearest[row]`` would be a view that holds that pick's
+    # whole [n] vector of distances alive, i.e. memory growing with pool x budget (4.5 GiB at 100,000 x 3,000).
+    positions[0] = torch.nonzero(points.squared_norms == points.squared_norms.max())[0, 0]
+    scores[0] = points.squared_norms[positions[0]]
+    nearest = points.squared_distances_to(positions[0]).double()
     unchosen = torch.ones(n, dtype=torch.float64, device=device)
-    unchosen[first] = 0
-    for pick in range(1, budget):
-        total = nearest.sum()
-        weights = torch.where(total > 0, nearest, unchosen)
-        cumulative = weights.cumsum(dim=0)
-        row = torch.searchsorted(cumulative, uniforms[pick] * cumulative[-1], right=True).clamp_max(n - 1)
-        positions.append(row)
-        scores.append(nearest[row])
-        nearest = torch.minimum(nearest, points.squared_distances_to(row).double())
-        nearest[row] = 0
-        unchosen[row] = 0
-    return Selection(torch.stack(positions).reshape(budget), torch.stack(scores).float().reshape(budget))
+    for pick in range(budget):
+        row = positions[pick]
+        if pick > 0:
+            total = nearest.sum()
+            weights = torch.where(total > 0, nearest, unchosen)
+            cumulative = weights.cumsum(dim=0)
+            torch.searchsorted(cumulative, uniforms[pick] * cumulative[-1], right=True, out=row).clamp_(max=n - 1)
+            torch.index_select(nearest, 0, row.reshape(1), out=scores[pick : pick + 1])
+            torch.minimum(nearest, points.squared_distances_to(row), out=nearest)
+        nearest.index_fill_(0, row.reshape(1), 0)
+        unchosen.index_fill_(0, row.reshape(1), 0)
+    return Selection(positions, scores.float())
 
 
 class BADGE(Heuristic):

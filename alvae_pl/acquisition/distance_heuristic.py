@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from alvae_pl.acquisition.distances import DEFAULT_CHUNK_SIZE
+from alvae_pl.acquisition.distances import DEFAULT_CHUNK_SIZE, FeatureDtype
+from alvae_pl.acquisition.distances import feature_dtype as dtype_of
 from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Heuristic, Selection
 
@@ -27,14 +28,24 @@ class DistanceHeuristic(Heuristic):
         features: the space distances are measured in (default: task features only; name a VAE checkpoint
             for the paper's ``[T_f(u), alpha * V(u)]``, eq. 6).
         chunk_size: rows per block of candidate-to-labeled distances; memory ``4 * chunk_size**2`` bytes.
+        feature_dtype: the precision the features are gathered and kept in: ``float32``, or ``float16`` /
+            ``bfloat16`` for half the memory (distances are still computed in float32, on chunks upcast from them;
+            float16 overflows above 65504, bfloat16 keeps 8 bits of mantissa). Core-set and MedAL take it (and BADGE);
+            TypiClust and ProbCover, which select on float32 copies of their points, do not.
     """
 
     uses_labeled = True
     greedy: GreedyPick
 
-    def __init__(self, features: FeatureSpace | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(
+        self,
+        features: FeatureSpace | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        feature_dtype: FeatureDtype = "float32",
+    ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.feature_dtype = dtype_of(feature_dtype)
         self.features = features if features is not None else FeatureSpace()
         self.chunk_size = chunk_size
 

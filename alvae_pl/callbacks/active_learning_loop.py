@@ -489,6 +489,7 @@ class ActiveLearningLoop(Callback):
                 lambda rows: heuristic.embed(model, datamodule.pool_images(positions[rows]).to(model.device)),
                 datamodule.eval_batch_size,
                 description,
+                dtype=heuristic.feature_dtype,
             )
         outputs["index"] = positions
         return outputs

@@ -17,6 +17,7 @@ def sharded_inference(
     compute: Callable[[Tensor], dict[str, Tensor]],
     batch_size: int,
     description: str,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Tensor]:
     """Run ``compute(rows)`` over ``rows = 0..num_rows-1``, each rank on its share, and gather the results.
 
@@ -30,7 +31,8 @@ def sharded_inference(
 
     Returns:
         name -> tensor ``[num_rows, ...]`` on the module's device, identical on every rank; floating-point
-        outputs in float32 whatever the precision, so that selections and metrics never see bfloat16.
+        outputs in ``dtype`` whatever the trainer's precision (float32 by default, so that selections and metrics
+        never see bfloat16 unless asked to: a heuristic's ``feature_dtype`` halves what is gathered and kept).
     """
     world, rank = trainer.world_size, trainer.global_rank
     per_rank = -(-num_rows // world)
@@ -47,7 +49,7 @@ def sharded_inference(
         ):
             for rows in mine.split(batch_size):
                 for name, value in compute(rows).items():
-                    parts.setdefault(name, []).append(value.float() if value.is_floating_point() else value)
+                    parts.setdefault(name, []).append(value.to(dtype) if value.is_floating_point() else value)
                 bar.update(len(rows))
     finally:
         module.train(was_training)

@@ -89,6 +89,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from alvae_pl.acquisition.badge import GradientEmbeddings, gradient_scale, kmeans_plus_plus  # noqa: E402
 from alvae_pl.acquisition.coreset import ALGORITHMS, choose_algorithm, k_center_greedy  # noqa: E402
+from alvae_pl.acquisition.distances import FEATURE_DTYPES  # noqa: E402
 from alvae_pl.acquisition.medal import greedy_mean_distance  # noqa: E402
 from alvae_pl.acquisition.probcover import (  # noqa: E402
     DEFAULT_PURITY_CLUSTERS,
@@ -100,31 +101,41 @@ from alvae_pl.acquisition.probcover import (  # noqa: E402
 from alvae_pl.acquisition.typiclust import cluster_labels, combine_points, typiclust  # noqa: E402
 
 
-def make_features(n: int, m: int, dim: int, data: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pool ``[n, dim]`` and labeled ``[m, dim]`` float32 features, filled in chunks (no big temporaries).
+def make_features(
+    n: int, m: int, dim: int, data: str, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pool ``[n, dim]`` and labeled ``[m, dim]`` features in ``dtype``, filled in chunks (no big temporaries, so
+    that the peak before selection is the features themselves).
 
     ``clustered``: ReLU of a 20-component Gaussian mixture, like a trained classifier's embeddings;
     ``isotropic``: standard normal, no structure at all.
     """
     generator = torch.Generator().manual_seed(seed)
     clusters = torch.randn(20, dim, generator=generator) * 2
-    points = torch.empty(n + m, dim)
+    points = torch.empty(n + m, dim, dtype=dtype)
     for start in range(0, n + m, 8192):
         rows = points[start : start + 8192]
         if data == "isotropic":
-            torch.randn(rows.shape, generator=generator, out=rows)
+            rows.copy_(torch.randn(rows.shape, generator=generator))
         else:
             labels = torch.randint(len(clusters), (len(rows),), generator=generator)
             rows.copy_((clusters[labels] + torch.randn(len(rows), dim, generator=generator)).relu_())
     return points[:n], points[n:]
 
 
-def make_badge_inputs(n: int, dim: int, data: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def make_badge_inputs(
+    n: int, dim: int, data: str, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BADGE's inputs: gradient scales ``[n, K]`` (softmax minus the predicted one-hot of seeded logits) and
-    embeddings ``[n, dim]`` (``make_features``'s pool)."""
-    embedding, _ = make_features(n, 0, dim, data, seed)
+    embeddings ``[n, dim]`` (``make_features``'s pool), in ``dtype``."""
+    embedding, _ = make_features(n, 0, dim, data, seed, dtype)
     logits = torch.randn(n, BADGE_CLASSES, generator=torch.Generator().manual_seed(seed + 1)) * 3
-    return gradient_scale(logits, multilabel=False), embedding
+    return gradient_scale(logits, multilabel=False).to(dtype), embedding
+
+
+def growth_exponent(sizes: list[int], values: list[float]) -> float:
+    """The slope of ``log value`` against ``log size`` (least squares): 1 for linear growth, 2 for quadratic."""
+    return float(np.polyfit(np.log(sizes), np.log(np.maximum(values, 1e-9)), 1)[0])
 
 
 def current_rss_mib() -> float:
@@ -259,10 +270,11 @@ def run_case(args: argparse.Namespace) -> None:
     """Worker: one implementation on one pool, printing a JSON line."""
     global BENCH_DELTA
     BENCH_DELTA = args.delta
+    dtype = FEATURE_DTYPES[args.feature_dtype] if args.impl == "ours" else torch.float32
     if args.method == "badge":
-        pool, labeled = make_badge_inputs(args.size, args.dim, args.data)
+        pool, labeled = make_badge_inputs(args.size, args.dim, args.data, dtype=dtype)
     else:
-        pool, labeled = make_features(args.size, args.labeled, args.dim, args.data)
+        pool, labeled = make_features(args.size, args.labeled, args.dim, args.data, dtype=dtype)
     if args.impl == "ours" and args.device != "cpu":
         pool, labeled = pool.to(args.device), labeled.to(args.device)
     rss_before = current_rss_mib()
@@ -281,6 +293,7 @@ def spawn(method: str, impl: str, size: int, args: argparse.Namespace, algorithm
         "--budget", str(args.budget), "--labeled", str(args.labeled), "--ref-picks", str(args.ref_picks),
         "--ref-seconds", str(args.ref_seconds), "--data", args.data, "--device", args.device,
         "--algorithm", algorithm, *(["--delta", str(args.delta)] if args.delta is not None else []),
+        "--feature-dtype", args.feature_dtype,
     ]  # fmt: skip
     env = dict(os.environ)
     if args.threads:
@@ -310,6 +323,9 @@ def main() -> None:
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the (CPU, sklearn) references")
     parser.add_argument("--delta", type=float, help="ProbCover's radius (default: chosen by purity)")
+    parser.add_argument(
+        "--feature-dtype", choices=sorted(FEATURE_DTYPES), default="float32", help="precision ours keeps features in"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "IMPL"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="auto", help=argparse.SUPPRESS)
@@ -324,12 +340,14 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.machine()} CPU"
     print(
         f"torch {torch.__version__}, ours on {device}; {args.threads or os.cpu_count()} threads, {os.cpu_count()} "
-        f"cores; {args.data} features, dim {args.dim}, budget {args.budget}, labeled {args.labeled}\n"
+        f"cores; {args.data} features ({args.feature_dtype}), dim {args.dim}, budget {args.budget}, "
+        f"labeled {args.labeled}\n"
     )
     columns = ["method", "algorithm", "pool size", "ours s", "reference s (CPU)", "speedup", "our peak MiB"]
     columns += ["reference peak MiB", "features MiB", "agree"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
+    measured: dict[tuple[str, str], list[tuple[int, float, float]]] = {}  # (method, algorithm) -> (n, s, MiB)
     for method in args.methods:
         for size in args.sizes:
             # One reference per pool, shared by the rows of every algorithm.
@@ -337,6 +355,9 @@ def main() -> None:
             reference = None if skip_reference else spawn(method, "reference", size, args)
             for algorithm in args.algorithms if method == "coreset" else ["auto"]:
                 ours_result = spawn(method, "ours", size, args, algorithm)
+                measured.setdefault((method, ours_result["algorithm"]), []).append(
+                    (size, ours_result["seconds"], ours_result["peak_mib"])
+                )
                 cells = [method, ours_result["algorithm"], str(size), f"{ours_result['seconds']:.2f}"]
                 if reference is None:
                     cells += ["-", "-", f"{ours_result['peak_mib']:.0f}", "-"]
@@ -348,13 +369,23 @@ def main() -> None:
                     cells += [reference_seconds, f"{reference['seconds'] / ours_result['seconds']:.1f}x"]
                     cells += [f"{ours_result['peak_mib']:.0f}", f"{reference['peak_mib']:.0f}"]
                 width = args.dim + (BADGE_CLASSES if method == "badge" else 0)
-                cells.append(f"{size * width * 4 / 2**20:.0f}")
+                cells.append(f"{size * width * FEATURE_DTYPES[args.feature_dtype].itemsize / 2**20:.0f}")
                 if reference is None:
                     cells.append("-")
                 else:
                     agree = ours_result["picks"][:k] == reference["picks"]
                     cells.append(f"{'yes' if agree else 'NO'} ({k} picks)")
                 print("| " + " | ".join(cells) + " |", flush=True)
+    # How time and memory grow with the pool: about 1 for what is linear in n (constant costs pull it below 1 at
+    # small sizes), 2 for what is quadratic.
+    for (method, algorithm), rows in measured.items():
+        if len({size for size, _, _ in rows}) > 1:
+            sizes = [size for size, _, _ in rows]
+            time_slope = growth_exponent(sizes, [seconds for _, seconds, _ in rows])
+            memory_slope = growth_exponent(sizes, [mib for _, _, mib in rows])
+            print(f"\n{method} ({algorithm}), pool {min(sizes):,} to {max(sizes):,}: time grows as n^{time_slope:.2f}, "
+                  f"peak memory as n^{memory_slope:.2f}", end="")  # fmt: skip
+    print()
 
 
 if __name__ == "__main__":

@@ -101,3 +101,15 @@ def test_sharded_selection_picks_what_one_process_picks(distributed_results, cas
 def test_sharded_selection_refuses_unordered_positions_before_any_collective():
     with pytest.raises(ValueError, match="strictly increasing"):
         distributed_k_center_greedy(torch.zeros(3, 2), torch.tensor([2, 0, 1]), torch.zeros(0, 2), 1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sharded_core_set_through_the_loop_under_ddp_picks_what_one_process_picks(tmp_path: Path) -> None:
+    """``sharded: true`` under DDP (two gloo ranks through ``train.py``): each rank embeds and keeps its shard of the
+    pool, nothing is gathered, and the labeled rows, scores and metrics equal a one-process run's."""
+    from tests.test_ddp import FROZEN, assert_ddp_equals_one_process
+
+    assert_ddp_equals_one_process(
+        tmp_path, "digits_coreset.yaml", [*FROZEN, "--active.heuristic.init_args.sharded=true"]
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -250,3 +250,10 @@ class CoreSet(DistanceHeuristic):
     """
 
     greedy = staticmethod(k_center_greedy)
+
+    @staticmethod
+    def sharded_greedy(*args: Any, **kwargs: Any) -> Selection:
+        # Imported here: the distributed module builds on this one.
+        from alvae_pl.acquisition.distributed_selection import distributed_k_center_greedy
+
+        return distributed_k_center_greedy(*args, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -107,3 +109,10 @@ class MedAL(DistanceHeuristic):
     """
 
     greedy = staticmethod(greedy_mean_distance)
+
+    @staticmethod
+    def sharded_greedy(*args: Any, **kwargs: Any) -> Selection:
+        # Imported here: the distributed module builds on this one.
+        from alvae_pl.acquisition.distributed_selection import distributed_greedy_mean_distance
+
+        return distributed_greedy_mean_distance(*args, **kwargs)

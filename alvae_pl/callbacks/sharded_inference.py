@@ -18,6 +18,7 @@ def sharded_inference(
     batch_size: int,
     description: str,
     dtype: torch.dtype = torch.float32,
+    gather: bool = True,
 ) -> dict[str, Tensor]:
     """Run ``compute(rows)`` over ``rows = 0..num_rows-1``, each rank on its share, and gather the results.
 
@@ -29,8 +30,12 @@ def sharded_inference(
     name -> tensor ``[b, ...]`` on the module's device; it runs under ``torch.inference_mode`` with the module in
     eval mode and in the trainer's precision (``bf16-mixed`` autocasts it, as it does training steps).
 
+    With ``gather`` false, each rank keeps its own share, without the padding: rows ``rank, rank + W, ...`` below
+    ``num_rows`` (a selection that runs on every rank's shard, ``alvae_pl.acquisition.distributed_selection``).
+
     Returns:
-        name -> tensor ``[num_rows, ...]`` on the module's device, identical on every rank; floating-point
+        name -> tensor ``[num_rows, ...]`` (``gather`` false: this rank's rows) on the module's device, identical on
+        every rank; floating-point
         outputs in ``dtype`` whatever the trainer's precision (float32 by default, so that selections and metrics
         never see bfloat16 unless asked to: a heuristic's ``feature_dtype`` halves what is gathered and kept).
     """
@@ -56,6 +61,9 @@ def sharded_inference(
     outputs = {}
     for name, chunks in parts.items():
         local = torch.cat(chunks)
+        if not gather:
+            outputs[name] = local[: len(range(rank, num_rows, world))]
+            continue
         if world == 1:
             outputs[name] = local[:num_rows]
             continue

@@ -2,7 +2,7 @@
 TypiClust and ProbCover, without one).
 
     python bench/bench_selection.py [--sizes 10000 30000 100000 300000] [--dim 544] [--budget 3000] [--labeled 3000]
-        [--device cpu|cuda] [--algorithms auto|lazy|dense ...] [--no-reference]
+        [--device cpu|cuda] [--algorithms auto|lazy|dense ...] [--no-reference] [--feature-dtype float16]
 
 Every case (method x pool size x implementation) runs in a fresh subprocess, so that its peak resident memory
 (``ru_maxrss``) is its own; "peak MiB" is that peak minus the resident memory just before selection started,
@@ -57,6 +57,17 @@ the distance blocks). To see ProbCover's graph stay sparse at 300,000 quickly, u
 radius (17 million edges, 362 MiB, 3 minutes on one thread)::
 
     python bench/bench_selection.py --sizes 300000 --methods probcover --threads 1 --dim 16 --delta 0.2
+
+Pools up to a million candidates run on the CPU in minutes with one thread for core-set (a million x 544 float32
+features is 2 GiB, and about as much again for the centred copy); after the table, each method's growth exponents
+are printed: the least-squares slope of log time and of log peak memory against log pool size (1: linear; constant
+costs pull it below 1 at small sizes). ``--feature-dtype float16`` (or ``bfloat16``) makes our features in that
+precision, as ``feature_dtype`` of the heuristics keeps them, to see the memory halve (the references stay float32)::
+
+    python bench/bench_selection.py --sizes 30000 100000 300000 1000000 --methods coreset --no-reference --threads 1
+    python bench/bench_selection.py --sizes 1000000 --methods coreset --no-reference --threads 1 --feature-dtype float16
+    python bench/bench_selection.py --sizes 30000 100000 300000 1000000 --methods badge --no-reference --threads 1 \
+        --budget 300
 
 Features (``--data``): ``clustered``, the ReLU of a 20-cluster Gaussian mixture (like a trained classifier's
 embeddings), or ``isotropic``, standard normal; float32, seeded; labeled points come from the same distribution.

@@ -105,7 +105,6 @@ MEMORY_PROBE = """
 import resource, sys, torch
 from alvae_pl.acquisition.coreset import k_center_greedy
 from alvae_pl.acquisition.medal import greedy_mean_distance
-from alvae_pl.callbacks.sharded_inference import sharded_inference
 torch.set_num_threads(1)
 dtype, method = getattr(torch, sys.argv[1]), sys.argv[2]
 generator = torch.Generator().manual_seed(0)

@@ -41,6 +41,8 @@ MAY_CHANGE_ON_RESUME: tuple[str, ...] = (
     "data.eval_batch_size",
     "data.data_on_device",
     "data.device_data_limit_gb",
+    "data.image_store",  # where the same images are kept, not which images
+    "data.memory_cap_gb",
     "model.init_args.compile",
     "model.init_args.compile_mode",
     "model.init_args.compile_backend",

@@ -1,5 +1,6 @@
-"""The shipped configs: each one-file paper config is the composition of a data-set base, a heuristic and (for
-``*_vae``) the VAE overlay, so that the copies users run in one command cannot drift from the parts."""
+"""The shipped configs: each one-file paper config names its data-set base (a ``config:`` key) and adds the heuristic
+and, for ``*_vae``, the VAE's checkpoint; it must resolve to exactly the composition of the base, the heuristic
+overlay and the VAE overlay, so that the one-command configs and the parts cannot drift apart."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from alvae_pl import acquisition
+from alvae_pl.cli import main
 from alvae_pl.experiments.train_config import config_arguments, parse_train_arguments
 from tests.helpers.cli_runs import REPOSITORY
 
@@ -59,3 +62,22 @@ def test_every_one_file_paper_config_has_its_parts() -> None:
 def test_one_file_config_equals_its_composition(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPOSITORY)
     assert settings([f"configs/{name}"]) == settings(composition(name))
+
+
+@pytest.mark.parametrize("name", ONE_FILE_CONFIGS)
+def test_one_file_config_names_its_parts_instead_of_copying_them(name: str) -> None:
+    """A base's settings live in one file: a one-command config starts from its base and adds only what differs."""
+    lines = [line for line in (REPOSITORY / "configs" / name).read_text().splitlines() if not line.startswith("#")]
+    assert lines[0].startswith("config: ")
+    assert len(lines) <= 4
+
+
+def test_help_offers_every_heuristic_a_user_can_choose_and_no_abstract_base(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    options = capsys.readouterr().out.split("\n  --active.heuristic HEURISTIC")[1].split("\n  --active.oracle")[0]
+    offered = set(re.findall(r"alvae_pl\.acquisition\.(\w+)", re.sub(r"\s+", "", options)))
+    concrete = {name for name in acquisition.__all__ if name not in ("Heuristic", "Selection")}
+    assert {"CoreSet", "MedAL", "TypiClust", "ProbCover", "Entropy", "RandomSampling"} <= offered
+    assert offered <= concrete | {"ClassBalanced"}
+    assert not offered & {"PredictionHeuristic", "FeatureSpaceHeuristic", "DistanceHeuristic", "Heuristic"}

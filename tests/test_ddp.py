@@ -30,6 +30,9 @@ FROZEN = [
         # per-batch functions of the rows they get (entropy, margin and least confidence: of the logits) or in
         # rank zero's select (core-set, MedAL, BADGE, random): one DDP run covers the loop's part for all of them.
         ("digits_entropy.yaml", "bald.yaml"),
+        # ClassBalanced(CoreSet): the labeled set's targets and the probabilities on top of the inner outputs, on
+        # rank zero; its picks must not depend on how the ranks sharded the embedding.
+        ("digits_coreset.yaml", "class_balanced_coreset.yaml"),
     ],
 )
 def test_ddp_selects_what_one_process_does(tmp_path: Path, config: str, overlay: str | None) -> None:

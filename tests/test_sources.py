@@ -405,3 +405,24 @@ def test_sources_build_from_class_path_yaml(chest_npz: Path) -> None:
         )
     ).source
     assert isinstance(npz, NpzSource) and npz.load().task == "multilabel"
+
+
+def test_long_tailed_digits_follow_the_exponential_profile_and_keep_val_and_test() -> None:
+    balanced = DigitsSource().load()
+    long_tailed = DigitsSource(imbalance_ratio=10).load()
+    counts = torch.bincount(long_tailed.train.targets, minlength=10).tolist()
+    smallest = int(torch.bincount(balanced.train.targets).min())
+    # The long-tail literature's profile, written out: n_c = floor(n_max * ratio^(-c / 9)).
+    assert counts == [max(1, int(np.floor(smallest * 10 ** (-c / 9)))) for c in range(10)]
+    assert counts[0] / counts[-1] == pytest.approx(10, rel=0.05)
+    # A subset of the balanced train split (no image from validation or test), which stay as they were.
+    train_rows = {bytes(image.numpy()) for image in balanced.train.images}
+    assert all(bytes(image.numpy()) in train_rows for image in long_tailed.train.images)
+    assert torch.equal(long_tailed.val.images, balanced.val.images)
+    assert torch.equal(long_tailed.test.targets, balanced.test.targets)
+    # Seeded: the same images again; another split seed, other images.
+    assert torch.equal(DigitsSource(imbalance_ratio=10).load().train.images, long_tailed.train.images)
+    other = DigitsSource(imbalance_ratio=10, split_seed=1).load()
+    assert torch.bincount(other.train.targets, minlength=10).tolist()[-1] >= 1
+    with pytest.raises(ValueError, match="imbalance_ratio=0.5"):
+        DigitsSource(imbalance_ratio=0.5)

@@ -13,7 +13,9 @@ from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from alvae_pl.models.vae import VAE, kl_to_standard_normal, load_vae_encoder, reconstruction_loss, vae_loss
+from alvae_pl.models.latent_prior import kl_to_standard_normal
+from alvae_pl.models.vae import VAE, load_vae_encoder
+from alvae_pl.models.vae_loss import reconstruction_loss, vae_loss
 
 
 def quiet_trainer(**kwargs: object) -> lightning.Trainer:
@@ -114,6 +116,26 @@ def test_checkpoint_round_trip_gives_identical_features(
     with torch.no_grad():
         assert torch.equal(loaded.encode_mean(images), model.encode_mean(images))
 
+
+
+def test_checkpoint_of_an_earlier_release_loads_to_the_same_features(
+    trained: tuple[VAE, list[float], lightning.Trainer], digits: tuple[Tensor, Tensor], tmp_path: Path
+) -> None:
+    """Before the network was a module of its own, a VAE checkpoint kept its weights at the top level
+    (``encoder.0.0.weight``): such a file still loads, for the features and to continue training."""
+    model, _, trainer = trained
+    path = tmp_path / "vae.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert all(key.startswith("network.") for key in checkpoint["state_dict"])
+    checkpoint["state_dict"] = {key.removeprefix("network."): value for key, value in checkpoint["state_dict"].items()}
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(checkpoint, legacy)
+    images = digits[0][:64]
+    with torch.no_grad():
+        expected = model.encode_mean(images)
+        assert torch.equal(load_vae_encoder(str(legacy), num_channels=1, image_size=28).encode_mean(images), expected)
+        assert torch.equal(VAE.load_from_checkpoint(legacy, weights_only=True).eval().encode_mean(images), expected)
 
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -3,6 +3,7 @@ knows them all: ``--active.heuristic MedAL`` (a short class name) works and ``--
 
 from alvae_pl.acquisition.badge import BADGE
 from alvae_pl.acquisition.bald import BALD
+from alvae_pl.acquisition.class_balanced import ClassBalanced
 from alvae_pl.acquisition.coreset import CoreSet
 from alvae_pl.acquisition.entropy import Entropy
 from alvae_pl.acquisition.heuristic import Heuristic, Selection
@@ -17,6 +18,7 @@ from alvae_pl.acquisition.typiclust import TypiClust
 __all__ = [
     "BADGE",
     "BALD",
+    "ClassBalanced",
     "CoreSet",
     "Entropy",
     "Heuristic",

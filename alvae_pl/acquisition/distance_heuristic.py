@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
 GreedyPick = Callable[[Tensor, Tensor, int, "torch.Generator | None", int], Selection]
 
 
-class DistanceHeuristic(Heuristic):
-    """Embeds candidates and the labeled set in ``features``, then runs the subclass's ``greedy`` pick.
+class FeatureSpaceHeuristic(Heuristic):
+    """Embeds candidates and the labeled set in ``features``; the subclass's ``select`` picks among them (TypiClust,
+    ProbCover, and through :class:`DistanceHeuristic` core-set and MedAL).
 
     Args:
         features: the space distances are measured in (default: task features only; name a VAE checkpoint
@@ -39,7 +41,6 @@ class DistanceHeuristic(Heuristic):
     """
 
     uses_labeled = True
-    greedy: GreedyPick
     #: ``sharded_greedy(candidates [n_r, D], rows [n_r], labeled [m_r, D], budget, generator, chunk_size)``, on every
     #: DDP rank's shard (see ``alvae_pl.acquisition.distributed_selection``); ``None``: no sharded selection.
     sharded_greedy: Callable[..., Selection] | None = None
@@ -67,6 +68,19 @@ class DistanceHeuristic(Heuristic):
 
     def embed(self, model: TaskModel, images: Tensor) -> dict[str, Tensor]:
         return self.features.embed(model, images)
+
+
+class DistanceHeuristic(FeatureSpaceHeuristic):
+    """A :class:`FeatureSpaceHeuristic` whose pick is the subclass's ``greedy`` function on the combined features
+    (core-set, MedAL). Takes ``features``, ``chunk_size``, ``feature_dtype`` and ``sharded``."""
+
+    @staticmethod
+    @abstractmethod
+    def greedy(
+        candidates: Tensor, labeled: Tensor, budget: int, generator: torch.Generator | None, chunk_size: int
+    ) -> Selection:
+        """The subclass's pick (a :data:`GreedyPick`): ``budget`` positions into ``candidates`` ``[n, D]``, given
+        the labeled points ``[m, D]``."""
 
     def select(
         self, candidates: dict[str, Tensor], labeled: dict[str, Tensor], budget: int, generator: torch.Generator

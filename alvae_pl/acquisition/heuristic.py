@@ -87,7 +87,8 @@ class Heuristic(ABC):
         Args:
             candidates: outputs of ``embed`` for the candidates, each ``[n, ...]``, in candidate order, plus
                 ``"index"``: their pool positions, int64 ``[n]``.
-            labeled: the same for the labeled set, each ``[m, ...]`` (only ``"index"`` unless ``uses_labeled``).
+            labeled: the same for the labeled set, each ``[m, ...]`` (only ``"index"`` unless ``uses_labeled``),
+                plus ``"target"``: their labels as the oracle gave them, int64 ``[m]`` or ``[m, K]``.
             budget: how many to pick, ``1 <= budget <= n``.
             generator: CPU generator for any random choice.
         """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,9 +21,9 @@ class PredictionHeuristic(Heuristic):
     key: str
 
     @staticmethod
+    @abstractmethod
     def measure(logits: Tensor, multilabel: bool) -> Tensor:
         """``[N]`` from logits ``[N, K]``."""
-        raise NotImplementedError
 
     @staticmethod
     def score(measured: Tensor) -> Tensor:

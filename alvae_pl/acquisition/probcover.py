@@ -11,7 +11,7 @@ import torch
 from scipy import sparse
 from torch import Tensor
 
-from alvae_pl.acquisition.distance_heuristic import DistanceHeuristic
+from alvae_pl.acquisition.distance_heuristic import FeatureSpaceHeuristic
 from alvae_pl.acquisition.distances import DEFAULT_CHUNK_SIZE, squared_distance_blocks
 from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Selection
@@ -251,7 +251,7 @@ def prob_cover(
     return greedy_max_coverage(graph, len(labeled), budget, generator)
 
 
-class ProbCover(DistanceHeuristic):
+class ProbCover(FeatureSpaceHeuristic):
     """ProbCover (Yehuda et al., *Active learning through a covering lens*, NeurIPS 2022), see :func:`prob_cover`.
 
     Measures in ``features`` (as core-set: task features, with ``vae`` eq. 6, with ``task_weight: 0`` the

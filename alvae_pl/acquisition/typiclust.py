@@ -10,7 +10,7 @@ import torch
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from torch import Tensor
 
-from alvae_pl.acquisition.distance_heuristic import DistanceHeuristic
+from alvae_pl.acquisition.distance_heuristic import FeatureSpaceHeuristic
 from alvae_pl.acquisition.distances import DEFAULT_CHUNK_SIZE
 from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Selection
@@ -200,7 +200,7 @@ def typiclust(
     return typical_cluster_picks(clusters, scores, m, budget, min_cluster_size)
 
 
-class TypiClust(DistanceHeuristic):
+class TypiClust(FeatureSpaceHeuristic):
     """TypiClust (Hacohen, Dekel & Weinshall, *Active learning on a budget*, ICML 2022), see :func:`typiclust`.
 
     Measures in ``features`` (the same feature space as core-set: task features, with ``vae`` the paper's eq. 6,

@@ -2,6 +2,8 @@
 :mod:`alvae_pl.experiments`) and what they share.
 
 - the report (``history``, ``statistics``, ``curves``, ``report``): mean curves, areas, paired tests;
+- comparisons over all variants and several experiments (``penalty_matrix``, ``critical_difference``,
+  ``label_efficiency``, written by ``comparisons``);
 - the pictures and measures of feature spaces (``tsne_selection``, ``tsne_figure``, ``feature_knowledge``).
 
 Names are imported on first use (PEP 562) so that importing one module, e.g. the history reader the experiment
@@ -30,6 +32,19 @@ _EXPORTS: dict[str, str] = {
     "to_markdown": "statistics",
     "write_markdown": "statistics",
     "plot_curves": "curves",
+    "PenaltyMatrix": "penalty_matrix",
+    "penalty_matrix": "penalty_matrix",
+    "RankTest": "critical_difference",
+    "ScoreTable": "critical_difference",
+    "score_table": "critical_difference",
+    "friedman_nemenyi": "critical_difference",
+    "nemenyi_critical_difference": "critical_difference",
+    "plot_critical_difference": "critical_difference",
+    "LabelEfficiency": "label_efficiency",
+    "label_efficiency": "label_efficiency",
+    "labels_to_reach": "label_efficiency",
+    "write_sections": "comparisons",
+    "write_combined_report": "comparisons",
     "figure_to_tensorboard": "curves",
     "save_png": "curves",
     "Panel": "tsne_figure",

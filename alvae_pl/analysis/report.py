@@ -8,6 +8,11 @@
     <folder>/area_<metric>.md           the normalised area under each curve (mean over label counts), per
                                         variant and seed, with the paired tests against the baseline
     <folder>/area_<metric>.csv          one row per variant and seed
+    <folder>/efficiency_<metric>.md     labels each variant needs to reach a fraction of the best final mean
+    <folder>/penalty_<metric>.md        the pairwise penalty matrix (Ash et al. 2020) over the variants (and .png)
+    <folder>/ranks_<metric>.md          average ranks over seeds, Friedman and Nemenyi tests (Demšar 2006)
+    <folder>/critical_difference_<metric>.png   their critical-difference diagram
+                                        (each .md with a .csv beside it; see ``comparisons``)
     <folder>/report.md                  all tables and figures in one page
     <folder>/events.out.tfevents.*      the figures and tables for TensorBoard (``tensorboard --logdir <folder>``)
 """
@@ -19,8 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alvae_pl.analysis.comparisons import Sections, write_sections
+from alvae_pl.analysis.critical_difference import Blocks
 from alvae_pl.analysis.curves import figure_to_tensorboard, plot_curves
 from alvae_pl.analysis.history import Runs
+from alvae_pl.analysis.label_efficiency import DEFAULT_FRACTION
 from alvae_pl.analysis.statistics import (
     area_markdown,
     compare_areas,
@@ -46,6 +54,7 @@ class Report:
         markdown: metric -> the markdown table.
         area_markdown: metric -> the markdown table of areas under the curves.
         skipped: metric -> why it has no figure or table.
+        sections: metric -> label efficiency, penalty matrix and ranks (:mod:`~alvae_pl.analysis.comparisons`).
     """
 
     folder: Path
@@ -54,6 +63,7 @@ class Report:
     markdown: dict[str, str] = field(default_factory=dict)
     area_markdown: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    sections: dict[str, Sections] = field(default_factory=dict)
 
 
 def filter_runs(runs: Runs, variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> Runs:
@@ -94,6 +104,8 @@ def write_report(
     alpha: float = 0.05,
     title: str | None = None,
     tensorboard: bool = True,
+    fraction: float = DEFAULT_FRACTION,
+    blocks: Blocks = "seed",
 ) -> Report:
     """Write curves, comparison tables and TensorBoard images of ``runs`` into ``folder``.
 
@@ -106,12 +118,17 @@ def write_report(
         alpha: significance level; p-values below it are bold.
         title: heading of ``report.md``.
         tensorboard: also log figures and tables to a SummaryWriter in ``folder``.
+        fraction: share of the best final mean that label efficiency asks each variant to reach.
+        blocks: what a block of the rank tests is, ``"seed"`` or ``"round"`` (see ``critical_difference``).
 
     Raises:
         ValueError: ``baseline`` has no runs, or no metric has values.
     """
     if baseline not in runs:
         raise ValueError(f"baseline {baseline!r} has no runs; choose one of {list(runs)}")
+    # Checked before anything is written, so that a typo does not leave half a report.
+    if not (0.0 < alpha < 1.0 and 0.0 < fraction <= 1.0):
+        raise ValueError(f"alpha must lie in (0, 1) and fraction in (0, 1], got alpha={alpha}, fraction={fraction}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     report = Report(folder)
@@ -144,6 +161,16 @@ def write_report(
             report.area_markdown[metric] = area_markdown(areas, alpha)
             atomic_write_text(folder / f"area_{metric}.md", report.area_markdown[metric])
             write_area_csv(areas, folder / f"area_{metric}.csv")
+            setting = title or folder.parent.name
+            report.sections[metric] = write_sections({setting: runs}, metric, folder, alpha, fraction, blocks, baseline)
+            if writer is not None:
+                for name, text in (
+                    ("efficiency", report.sections[metric].efficiency),
+                    ("penalty", report.sections[metric].penalty),
+                    ("ranks", report.sections[metric].ranks),
+                ):
+                    if text is not None:
+                        writer.add_text(f"{name}/{metric}", text)
             if writer is not None:
                 writer.add_text(f"comparison/{metric}", markdown)
     finally:
@@ -171,6 +198,7 @@ def _report_page(runs: Runs, report: Report, baseline: str, title: str | None) -
         lines += [f"## {metric}", "", f"![{metric}]({figure.name})", ""]
         if metric in report.markdown:
             lines += [report.area_markdown[metric], report.markdown[metric]]
+            lines += report.sections[metric].page_lines()
         elif metric in report.skipped:
             lines += [f"No table: {report.skipped[metric]}.", ""]
     return "\n".join(lines)

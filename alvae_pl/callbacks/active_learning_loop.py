@@ -18,11 +18,18 @@ from alvae_pl.acquisition.heuristic import Heuristic
 from alvae_pl.acquisition.random_sampling import RandomSampling
 from alvae_pl.callbacks.label_aware_retraining import find_label_aware, retrain_label_aware
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
-from alvae_pl.callbacks.run_records import CURVE_COLUMNS, HISTORY_COLUMNS, LABELED_COLUMNS, write_csv_atomically
+from alvae_pl.callbacks.run_records import (
+    HISTORY_COLUMNS,
+    LABELED_COLUMNS,
+    curve_columns,
+    history_columns,
+    write_csv_atomically,
+)
 from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.models.label_aware_features import LabelAwareVAEFeatures
 from alvae_pl.models.metrics import compute_metrics
+from alvae_pl.models.per_class_metrics import per_class_metrics
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
 from alvae_pl.run_status import write_run_status
@@ -370,6 +377,7 @@ class ActiveLearningLoop(Callback):
                 f"Evaluating {name}",
             )["logits"]
             metrics = compute_metrics(logits.cpu(), split.targets, model.task, model.num_classes)
+            metrics |= per_class_metrics(logits.cpu(), split.targets, model.task, datamodule.data.class_names)
             row.update({f"{name}_{metric}": value for metric, value in metrics.items()})
         row["eval_seconds"] = time.perf_counter() - started
         # Checkpoints written since the previous row: this round's epochs and the previous round's last epoch.
@@ -469,6 +477,7 @@ class ActiveLearningLoop(Callback):
             if heuristic.uses_labeled
             else {"index": pool.labeled}
         )
+        labeled_outputs["target"] = datamodule.pool_targets(labeled_outputs["index"])  # what is known of them (ClassBalanced)
         selection = None
         if shard:
             selection = heuristic.select_sharded(candidate_outputs, labeled_outputs, budget, generator)
@@ -532,7 +541,7 @@ class ActiveLearningLoop(Callback):
             f"{k} {row[k]:.4f}" for k in HISTORY_COLUMNS if k.startswith(("val_", "test_")) and k in row
         )
         rank_zero_info(f"Round {row['round']} with {row['labels']} labels, {row['epochs']} epochs: {summary}")
-        curves = {f"al/{key}": row[key] for key in CURVE_COLUMNS if key in row and not math.isnan(row[key])}
+        curves = {f"al/{key}": row[key] for key in curve_columns(row) if not math.isnan(row[key])}
         for logger in trainer.loggers:  # every logger, with the number of labels as the step
             logger.log_metrics(curves, step=row["labels"])
             logger.save()
@@ -544,7 +553,7 @@ class ActiveLearningLoop(Callback):
         if not trainer.is_global_zero:
             return
         folder = self._run_folder
-        write_csv_atomically(folder / "history.csv", HISTORY_COLUMNS, self.history)
+        write_csv_atomically(folder / "history.csv", history_columns(self.history), self.history)
         pool = trainer.datamodule.pool
         initial = pool.num_labeled - len(self.scores)
         scores = [math.nan] * initial + self.scores.tolist()

@@ -21,8 +21,11 @@ KNOWLEDGE_SUBSET_SEED = 0
 
 
 def find_label_aware(heuristic: object, model: L.LightningModule) -> list[LabelAwareVAEFeatures]:
-    """The label-aware VAE features a run uses: the heuristic's feature space's and/or the model's, each once."""
+    """The label-aware VAE features a run uses: the heuristic's feature space's (or, for a wrapper such as
+    ``ClassBalanced``, its inner heuristic's) and/or the model's, each once."""
     found: list[LabelAwareVAEFeatures] = []
+    while getattr(heuristic, "features", None) is None and getattr(heuristic, "heuristic", None) is not None:
+        heuristic = heuristic.heuristic
     space = getattr(heuristic, "features", None)
     for candidate in (getattr(space, "vae", None), getattr(model, "vae", None)):
         if isinstance(candidate, LabelAwareVAEFeatures) and all(candidate is not f for f in found):

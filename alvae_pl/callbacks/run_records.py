@@ -30,6 +30,20 @@ LABELED_COLUMNS = ("round", "pool_index", "dataset_index", "score")
 CURVE_COLUMNS = HISTORY_COLUMNS[HISTORY_COLUMNS.index("train_accuracy") :]
 
 
+def history_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The columns of ``history.csv`` for ``rows``: ``HISTORY_COLUMNS``, then the columns that depend on the data
+    (the per-class metrics, ``val_recall_<class>`` ...: ``models.per_class_metrics``), in the order rows hold them."""
+    extra = dict.fromkeys(key for row in rows for key in row if key not in HISTORY_COLUMNS)
+    return (*HISTORY_COLUMNS, *extra)
+
+
+def curve_columns(row: dict[str, Any]) -> tuple[str, ...]:
+    """The columns of ``row`` drawn as curves against the number of labels: ``CURVE_COLUMNS`` and the per-class
+    metrics."""
+    drawn = (key for key in history_columns([row]) if key in CURVE_COLUMNS or key not in HISTORY_COLUMNS)
+    return tuple(key for key in drawn if key in row)
+
+
 def write_csv_atomically(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
     """Rewrite ``path`` whole (``alvae_pl.atomic_files``): a reader, or a killed run, never sees half a file.
 

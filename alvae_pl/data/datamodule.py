@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from alvae_pl.data.batching import SeededBatchSampler, TensorBatches, batch_loader
 from alvae_pl.data.image_data import ImageData, ImageSplit, TaskKind
+from alvae_pl.data.image_store import load_through_store
 from alvae_pl.data.label_pool import LabelPool
 from alvae_pl.data.sources.base import ImageSource
 
@@ -45,6 +46,11 @@ class ActiveDataModule(L.LightningDataModule):
         data_on_device: keep a copy of the splits on the training device. ``None`` (default): on a CUDA device
             when they fit under ``device_data_limit_gb``; ``false``: never; ``true``: always.
         device_data_limit_gb: the most device memory the automatic choice gives the data (images and targets).
+        image_store: a folder for the splits' images on disk (:class:`~alvae_pl.data.image_store.ImageStore`),
+            used when their pixels exceed ``memory_cap_gb``: written once (resumable, with a progress bar), then
+            memory-mapped by this and later runs, so a run's memory grows with its batches, not with the pool.
+            ``None`` (default): always in memory.
+        memory_cap_gb: the most host memory the images may take before ``image_store`` is used.
     """
 
     def __init__(
@@ -60,6 +66,8 @@ class ActiveDataModule(L.LightningDataModule):
         seed: int = 0,
         data_on_device: bool | None = None,
         device_data_limit_gb: float = 4.0,
+        image_store: str | None = None,
+        memory_cap_gb: float = 16.0,
     ) -> None:
         super().__init__()
         self.source = source
@@ -73,6 +81,10 @@ class ActiveDataModule(L.LightningDataModule):
         self.seed = seed
         self.data_on_device = data_on_device
         self.device_data_limit_gb = device_data_limit_gb
+        if memory_cap_gb < 0:
+            raise ValueError(f"memory_cap_gb must be >= 0 (0: always use the image store), got {memory_cap_gb}")
+        self.image_store = image_store
+        self.memory_cap_gb = memory_cap_gb
         self._served: ImageData | None = None
         # Labels an oracle gave during the run (pool positions [r], targets [r] or [r, K]): checkpointed, since a
         # lab's source reloads only the labels its file held at the start.
@@ -82,8 +94,10 @@ class ActiveDataModule(L.LightningDataModule):
 
     @cached_property
     def data(self) -> ImageData:
-        """The data set, loaded once on first use."""
-        return self.source.load()
+        """The data set, loaded once on first use (through the image store when one is set)."""
+        if self.image_store is None:
+            return self.source.load()
+        return load_through_store(self.source, self.image_store, self.memory_cap_gb)
 
     def defer_initial_labels(self) -> None:
         """Start the pool with no labeled image: a strategy chooses the initial labels before round one (a cold start,

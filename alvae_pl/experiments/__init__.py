@@ -8,6 +8,8 @@ The layers, each its own module:
 - ``experiment``: :func:`read_experiment`, the file resolved against ``train.py``: variants, VAE runs, folders;
 - ``jobs``: (variant, seed) jobs, their states from ``run_status.json``, their ``train.py`` commands;
 - ``execution``: running them one after the other as subprocesses (isolated, and SLURM-array friendly);
+- ``device_pool``: running them side by side on the local GPUs, each pinned to one (``run --gpus``);
+- ``slurm``: submitting them to a SLURM cluster through submitit (``run --slurm``);
 - ``cli``: ``python experiment.py {run,vae,list,report,tsne,features}``.
 
 Runs stay subprocesses: a crash or an out-of-memory error ends one run, not the experiment, and each job is the

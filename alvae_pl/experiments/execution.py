@@ -10,13 +10,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from alvae_pl.analysis.history import HISTORY_FILENAME, load_history
 from alvae_pl.cli import EXIT_WAITING_FOR_LABELS
-from alvae_pl.experiments.experiment import Experiment
+from alvae_pl.experiments.experiment import Experiment, VaeRun
 from alvae_pl.experiments.jobs import (
     STATE_WORDS,
     Job,
@@ -46,28 +46,41 @@ class ProcessResult:
     tail: str
 
 
-def run_process(command: Sequence[str], log_path: Path, echo: bool = False) -> ProcessResult:
+def run_process(
+    command: Sequence[str],
+    log_path: Path,
+    echo: bool = False,
+    *,
+    environment: Mapping[str, str] | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> ProcessResult:
     """Run ``command``, appending its merged stdout/stderr to ``log_path`` (and to our stdout with ``echo``).
 
     Read as bytes so that progress bars' carriage returns pass through unchanged; the tail keeps the last
-    64 KiB for the error message.
+    64 KiB for the error message. ``environment`` adds variables to the child's (e.g. the device it is pinned to;
+    they head its line in the log); ``on_start`` receives the child once it runs (a scheduler that passes signals
+    on to several children keeps it).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail = bytearray()
+    extra = dict(environment or {})
     # Unbuffered, here and in the child: what the run printed is in train.log as it goes, up to a kill.
     with log_path.open("ab", buffering=0) as log:
-        log.write(f"\n$ {shlex.join(command)}\n".encode())
-        environment = dict(os.environ, PYTHONUNBUFFERED="1")
+        assignments = "".join(f"{key}={shlex.quote(value)} " for key, value in extra.items())
+        log.write(f"\n$ {assignments}{shlex.join(command)}\n".encode())
+        child_environment = dict(os.environ, PYTHONUNBUFFERED="1", **extra)
         process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=environment,
+            env=child_environment,
             preexec_fn=_end_with_parent if sys.platform == "linux" else None,
             # Its own session: a Ctrl-C in the terminal reaches the runner alone, which passes it on once.
             start_new_session=True,
         )
         assert process.stdout is not None
+        if on_start is not None:
+            on_start(process)
         received: list[int] = []
 
         def pass_on(signum: int, frame: object) -> None:
@@ -112,7 +125,7 @@ def _end_with_parent() -> None:
 PR_SET_PDEATHSIG = 1
 
 
-def _tail_lines(text: str, count: int = TAIL_LINES) -> str:
+def tail_lines(text: str, count: int = TAIL_LINES) -> str:
     lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
     return "\n".join(lines[-count:])
 
@@ -145,6 +158,27 @@ def _execute(
     if dry_run:
         log(f"{what}: would be {word} {folder}\n  {shlex.join(command)}")
         return f"would be {word}"
+    refuse_unstartable(what, folder, state)
+    log(f"{what}: {word} {folder} (output in {folder / LOG_FILENAME})")
+    started = time.monotonic()
+    result = runner(command, folder / LOG_FILENAME, echo)
+    took = duration(time.monotonic() - started)
+    if result.returncode == EXIT_WAITING_FOR_LABELS:
+        log(f"{what}: waits for an expert's labels after {took}; {tail_lines(result.tail, 1)}")
+        return "waiting for labels"
+    if result.returncode != 0:
+        raise RunFailed(
+            f"{what} failed with exit code {result.returncode} after {took}; run folder {folder}, full output in "
+            f"{folder / LOG_FILENAME}; last lines:\n{tail_lines(result.tail)}"
+        )
+    outcome = describe_outcome() if describe_outcome is not None else ""
+    log(f"{what}: done in {took}{f'; {outcome}' if outcome else ''}")
+    return word
+
+
+def refuse_unstartable(what: str, folder: Path, state: RunState) -> None:
+    """Raise ``RunFolderBusy`` for a run another process holds, ``RunFailed`` for one whose checkpoint is unreadable;
+    nothing for a run that can start or resume."""
     if state == "running":
         owner = live_owner(folder)
         raise RunFolderBusy(
@@ -156,24 +190,9 @@ def _execute(
             f"{what}: the checkpoint {folder / 'checkpoints' / 'last.ckpt'} cannot be read (truncated or corrupt), "
             f"so the run cannot be resumed: move {folder} aside and run again to start it anew"
         )
-    log(f"{what}: {word} {folder} (output in {folder / LOG_FILENAME})")
-    started = time.monotonic()
-    result = runner(command, folder / LOG_FILENAME, echo)
-    took = _duration(time.monotonic() - started)
-    if result.returncode == EXIT_WAITING_FOR_LABELS:
-        log(f"{what}: waits for an expert's labels after {took}; {_tail_lines(result.tail, 1)}")
-        return "waiting for labels"
-    if result.returncode != 0:
-        raise RunFailed(
-            f"{what} failed with exit code {result.returncode} after {took}; run folder {folder}, full output in "
-            f"{folder / LOG_FILENAME}; last lines:\n{_tail_lines(result.tail)}"
-        )
-    outcome = describe_outcome() if describe_outcome is not None else ""
-    log(f"{what}: done in {took}{f'; {outcome}' if outcome else ''}")
-    return word
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
     seconds = round(seconds)
     if seconds < 60:
@@ -206,13 +225,31 @@ def ensure_vae(
     if not experiment.vaes:
         raise ValueError(f"experiment {experiment.name!r} names no VAE config ('vae:' key)")
     launcher = list(launcher) if launcher is not None else default_launcher()
-    words = []
-    for vae in experiment.vaes:
-        command = vae_command(vae, launcher)
-        words.append(
-            _execute(experiment.vae_label(vae), command, vae.folder, vae_run_state(vae), dry_run, echo, log, runner)
-        )
+    words = [
+        run_vae(experiment, vae, dry_run=dry_run, echo=echo, launcher=launcher, log=log, runner=runner)
+        for vae in experiment.vaes
+    ]
     return ", ".join(words)
+
+
+def run_vae(
+    experiment: Experiment,
+    vae: VaeRun,
+    *,
+    dry_run: bool = False,
+    echo: bool = False,
+    launcher: Sequence[str] | None = None,
+    log: Callable[[str], None] = print,
+    runner: Callable[[Sequence[str], Path, bool], ProcessResult] | None = None,
+) -> str:
+    """Train (or finish training) one of the experiment's VAEs unless its run is finished; returns the state word.
+
+    Raises:
+        RunFailed: its run exited with an error.
+    """
+    launcher = list(launcher) if launcher is not None else default_launcher()
+    command = vae_command(vae, launcher)
+    return _execute(experiment.vae_label(vae), command, vae.folder, vae_run_state(vae), dry_run, echo, log, runner)
 
 
 def default_launcher() -> list[str]:
@@ -294,7 +331,7 @@ def run_experiment(
         if state != "finished" and not dry_run:
             run_seconds.append(time.monotonic() - started)
             left = sum(task_run_state(later.folder) != "finished" for later in jobs[position + 1 :])
-            estimate = f", about {_duration(left * sum(run_seconds) / len(run_seconds))} left" if left else ""
+            estimate = f", about {duration(left * sum(run_seconds) / len(run_seconds))} left" if left else ""
             log(f"{position + 1} of {len(jobs)} jobs done{estimate}")
     return summary
 

@@ -149,12 +149,11 @@ def variant_arguments(configs: Sequence[str | Path], overrides: Sequence[str]) -
     return (*config_arguments(configs), *settings_arguments(_PROBE_SETTINGS), *overrides)
 
 
-def _check_untouched(
-    what: str, parsed_configs: int, expected_configs: int, ckpt_path: object, changed: Sequence[str]
-) -> None:
-    """The overrides may not add configs, resume from a checkpoint or change what the runner sets."""
+def _check_untouched(what: str, overrides: Sequence[str], ckpt_path: object, changed: Sequence[str]) -> None:
+    """The overrides may not add configs, resume from a checkpoint or change what the runner sets. (A config file
+    may itself name a base, ``config: data/digits.yaml``: that is one of its parts, not an added config.)"""
     keys = [f"--{key}" for key in changed]
-    if parsed_configs != expected_configs:
+    if any(argument == "--config" or argument.startswith("--config=") for argument in overrides):
         keys.append("--config")
     if ckpt_path is not None:
         keys.append("--ckpt_path")
@@ -171,7 +170,7 @@ def _vae_run(source: Path, config: str, overrides: Sequence[str]) -> VaeRun:
         raise FileNotFoundError(f"{source}: VAE config {path} does not exist (paths start from the working directory)")
     try:
         parsed = parse_train_arguments((*config_arguments([path]), *overrides))
-        _check_untouched("'vae_overrides'", len(parsed.config), 1, parsed.get("ckpt_path"), [])
+        _check_untouched("'vae_overrides'", overrides, parsed.get("ckpt_path"), [])
         return VaeRun(path, tuple(overrides), run_folder(parsed), last_checkpoint(parsed))
     except ValueError as error:
         raise ValueError(f"{source}: VAE config {path}: {error}") from None
@@ -188,7 +187,7 @@ def _variant(experiment: Experiment, spec: ExperimentSpec, name: str, source: Pa
         parsed = parse_train_arguments(variant_arguments(configs, [*experiment.overrides, *overrides]))
         changed = [key for key, value in _PROBE_SETTINGS.items() if str(parsed[key]) != str(value)]
         what = "'overrides'" if not overrides else f"'overrides' or variants.{name}.overrides"
-        _check_untouched(what, len(parsed.config), len(configs), parsed.get("ckpt_path"), changed)
+        _check_untouched(what, [*experiment.overrides, *overrides], parsed.get("ckpt_path"), changed)
     except ValueError as error:
         raise ValueError(f"{source}: variant {name!r}: {error}") from None
     return Variant(name, tuple(Path(c) for c in configs), tuple(vae_checkpoints(parsed)), tuple(overrides), parsed)

@@ -34,8 +34,9 @@ import yaml
 from jsonargparse import ArgumentParser
 from jsonargparse.typing import NonNegativeInt
 
-#: Names the report uses inside an experiment's folder: no variant may take them.
-RESERVED_FOLDERS = ("report", ".", "..")
+#: Names the report and the SLURM submission (submitit's logs) use inside an experiment's folder: no variant may take
+#: them.
+RESERVED_FOLDERS = ("report", "slurm", ".", "..")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ class ExperimentSpec:
             raise ValueError(f"'seeds' repeats a seed: {self.seeds}")
         for variant in self.variants:
             if not _folder_name(variant) or variant in RESERVED_FOLDERS:
-                raise ValueError(f"variant name {variant!r} must be a folder name other than 'report', without '/'")
+                raise ValueError(
+                    f"variant name {variant!r} must be a folder name other than 'report' or 'slurm', without '/'"
+                )
         if self.baseline not in self.variants:
             raise ValueError(f"baseline {self.baseline!r} is not a variant; choose one of {list(self.variants)}")
         if len(self.variants) < 2:

@@ -11,19 +11,12 @@ from typing import Literal
 from torch import Tensor, nn
 
 from alvae_pl.models.backbone import build_resnet18
+from alvae_pl.models.vae_network import conv_block
 
 Backbone = Literal["cnn", "resnet18"]
 
 #: Channels of the small CNN's four 3x3 blocks; the first keeps the resolution, the others halve it.
 CNN_CHANNELS = (32, 64, 128, 256)
-
-
-def _conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
 
 
 def build_backbone(kind: Backbone, num_channels: int) -> tuple[nn.Module, int]:
@@ -36,7 +29,7 @@ def build_backbone(kind: Backbone, num_channels: int) -> tuple[nn.Module, int]:
     if kind == "cnn":
         channels = (num_channels, *CNN_CHANNELS)
         blocks = [
-            _conv_block(c_in, c_out, stride=1 if index == 0 else 2)
+            conv_block(c_in, c_out, stride=1 if index == 0 else 2)
             for index, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True))
         ]
         return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten()), CNN_CHANNELS[-1]

@@ -37,13 +37,8 @@ from torch import Tensor, nn
 
 from alvae_pl.data.image_data import TaskKind
 from alvae_pl.models.latent_prior import kl_to_standard_normal
-from alvae_pl.models.vae import (
-    DECODER_START_CHANNELS,
-    build_decoder,
-    build_encoder,
-    encoded_shape,
-    reconstruction_loss,
-)
+from alvae_pl.models.vae_loss import reconstruction_loss
+from alvae_pl.models.vae_network import DECODER_START_CHANNELS, build_decoder, build_encoder, encoded_shape
 
 
 class LabelAwareVAE(nn.Module):

@@ -8,14 +8,16 @@ import torch
 from torch import Tensor
 
 from alvae_pl.models.encoder_features import EncoderFeatures
-from alvae_pl.models.vae import VAE, load_vae_encoder
+from alvae_pl.models.vae import load_vae_encoder
+from alvae_pl.models.vae_network import VAENetwork
 
 
 class VAEFeatures(EncoderFeatures):
     """V(u), the posterior mean of a frozen VAE encoder, with the weight ``alpha`` it gets beside the task features.
 
-    An :class:`~alvae_pl.models.encoder_features.EncoderFeatures` (the VAE's LightningModule trains it; this only
-    reads it), built from the configuration
+    An :class:`~alvae_pl.models.encoder_features.EncoderFeatures` holding the trained
+    :class:`~alvae_pl.models.vae_network.VAENetwork` (the VAE's LightningModule trains it; this only reads it), built
+    from the configuration
     and handed to each place where eq. 6 applies: the distance heuristics' feature space
     (``active.heuristic.init_args.features.vae``), the loss-prediction head (``model.init_args.vae``) and the
     t-SNE and feature-knowledge commands. The encoder is read from ``checkpoint`` on first use, checked against
@@ -38,7 +40,7 @@ class VAEFeatures(EncoderFeatures):
     def __init__(self, checkpoint: str, alpha: float = 1.0, normalize: bool = False) -> None:
         super().__init__(alpha=alpha, normalize=normalize)
         self.checkpoint = checkpoint
-        self.encoder: VAE | None = None
+        self.encoder: VAENetwork | None = None
 
     def load(
         self,
@@ -60,8 +62,6 @@ class VAEFeatures(EncoderFeatures):
         """
         if self.encoder is None:
             self.encoder = load_vae_encoder(self.checkpoint, num_channels, image_size)
-        # The VAE's own attributes, not its ``hparams``: loaded inside LightningCLI's instantiation of the task model,
-        # its saved hyper-parameters can be those of the model being built.
         encoder = self.encoder
         if (encoder.num_channels, encoder.image_size) != (num_channels, image_size):
             raise ValueError(
@@ -90,7 +90,7 @@ class VAEFeatures(EncoderFeatures):
         """The settings, as plain values (for hyper-parameter records and checkpoints)."""
         return {"checkpoint": self.checkpoint, "alpha": self.alpha, "normalize": self.normalize}
 
-    def _encoder(self) -> VAE:
+    def _encoder(self) -> VAENetwork:
         if self.encoder is None:
             raise RuntimeError("VAEFeatures.load(num_channels, image_size) must be called first: it reads the VAE")
         return self.encoder

@@ -6,6 +6,7 @@ from alvae_pl.data.sources.folder_source import FolderSource
 from alvae_pl.data.sources.medmnist_source import FLAGS_2D, MedMNISTSource
 from alvae_pl.data.sources.mnist_source import MNISTSource
 from alvae_pl.data.sources.npz_source import NpzSource
+from alvae_pl.data.sources.synthetic_source import SyntheticSource
 
 __all__ = [
     "FLAGS_2D",
@@ -15,5 +16,6 @@ __all__ = [
     "MNISTSource",
     "MedMNISTSource",
     "NpzSource",
+    "SyntheticSource",
     "read_medmnist_npz",
 ]

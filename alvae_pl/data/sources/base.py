@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from alvae_pl.data.image_data import ImageData, ImageSplit, TaskKind
+from alvae_pl.data.image_store import RowReader, StorePlan
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 NPZ_KEYS: tuple[str, ...] = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels"))
@@ -33,6 +34,13 @@ class ImageSource(ABC):
             Train, validation and test splits with uint8 ``[N, C, H, W]`` images and int64 targets
             (``[N]`` class indices or ``[N, K]`` 0/1 findings), the task kind and the class names.
         """
+
+    def plan_rows(self) -> tuple[StorePlan, RowReader] | None:
+        """For a source that can read one image at a time: its data less the pixels, and the reader of one image
+        (``read(split, row)`` -> uint8 ``[C, H, W]``), so that an :class:`~alvae_pl.data.image_store.ImageStore`
+        is written without holding the pool in memory. ``None`` (the default): the source reads everything at once.
+        """
+        return None
 
 
 def read_medmnist_npz(

@@ -1,0 +1,302 @@
+"""A data set's images on disk, memory-mapped: written once, then read a batch at a time.
+
+A pool of a million 224 x 224 RGB scans is 150 GB of uint8 pixels: more than a machine's memory, while a batch
+is a few MB. An :class:`ImageStore` is a folder holding each split's images as one ``.npy`` array
+(``<split>_images.npy``, uint8 ``[N, C, H, W]``), its targets (``<split>_targets.npy``) and ``store.json`` (the
+source's settings, what has been written so far). Opened, the images are tensors over a memory map: indexing a
+batch reads that batch's pages, so the resident memory of a run grows with its batches and features, not with the
+pixels of the pool, and the operating system's page cache keeps what fits.
+
+Writing is resumable: rows are written in chunks, each chunk flushed to disk before ``store.json`` records it, so a
+build killed at any moment continues from the last recorded chunk when run again. One process builds a store at a
+time (a lock file); the others wait for it and then read the finished store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from alvae_pl.atomic_files import atomic_write_text
+from alvae_pl.data.image_data import ImageData, ImageSplit, TaskKind
+
+if TYPE_CHECKING:
+    from alvae_pl.data.sources.base import ImageSource
+
+#: The layout written by this version; a store of another layout is rebuilt.
+STORE_FORMAT = 1
+#: The file that describes a store and records how far its build got.
+META_FILE = "store.json"
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Rows written between two progress records: a killed build redoes at most this many.
+CHUNK_ROWS = 1024
+
+#: ``read(split, row)`` -> uint8 ``[C, H, W]``: one image of a split, as the store will hold it.
+RowReader = Callable[[str, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """Everything about a data set except its pixels: what a store is built to hold.
+
+    Attributes:
+        shape: ``(C, H, W)`` of every image.
+        targets: split -> int64 ``[N]`` or ``[N, K]`` (the split's size is its number of targets).
+        task: multi-class or multi-label.
+        class_names: one name per class or finding.
+        train_files: each train image's file name, for sources read from files; ``None`` otherwise.
+    """
+
+    shape: tuple[int, int, int]
+    targets: dict[str, Tensor]
+    task: TaskKind
+    class_names: tuple[str, ...]
+    train_files: tuple[str, ...] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """The pixels' size in bytes, all splits together."""
+        return math.prod(self.shape) * sum(len(targets) for targets in self.targets.values())
+
+
+def plan_of(data: ImageData) -> StorePlan:
+    """The plan of a data set already in memory."""
+    shape = tuple(int(size) for size in data.train.images.shape[1:])
+    targets = {split: getattr(data, split).targets for split in SPLITS}
+    return StorePlan(shape, targets, data.task, data.class_names, data.train_files)  # type: ignore[arg-type]
+
+
+class StoreBusy(RuntimeError):
+    """Raised when the store folder cannot be locked for building."""
+
+
+class ImageStore:
+    """A folder holding a data set's splits as memory-mapped ``.npy`` arrays (see the module docstring).
+
+    Args:
+        folder: the store's folder (created when built).
+        fingerprint: the settings of the source it is built from (JSON values): a store built from other settings
+            is refused in one line rather than silently mixed with this source's.
+    """
+
+    def __init__(self, folder: str | Path, fingerprint: dict[str, Any]) -> None:
+        self.folder = Path(folder).expanduser()
+        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+    # ------------------------------------------------------------------ state
+
+    def _meta(self) -> dict[str, Any] | None:
+        path = self.folder / META_FILE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write_text(self.folder / META_FILE, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+    @property
+    def complete(self) -> bool:
+        """Whether every row of every split is written, from this store's fingerprint."""
+        meta = self._meta()
+        return (
+            meta is not None
+            and meta.get("format") == STORE_FORMAT
+            and meta.get("fingerprint") == self.fingerprint
+            and all(meta["written"][split] == meta["rows"][split] for split in SPLITS)
+        )
+
+    def _check_source(self, meta: dict[str, Any]) -> None:
+        if meta.get("format") == STORE_FORMAT and meta.get("fingerprint") != self.fingerprint:
+            theirs, ours = meta.get("fingerprint") or {}, self.fingerprint
+            changed = sorted(key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key))
+            raise ValueError(
+                f"the image store {self.folder} was built from other source settings ({', '.join(changed)} differ): "
+                "remove that folder to rebuild it, or name another data.image_store"
+            )
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Held while building: a second process waits here, then finds the store complete."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".build.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, plan: StorePlan, read: RowReader, progress: bool = True) -> None:
+        """Writes every row not written yet (all of them for a new store), ``CHUNK_ROWS`` at a time.
+
+        Args:
+            plan: what the store holds; must equal the plan an interrupted build started with.
+            read: the reader of one row, called for each row in order.
+            progress: show a progress bar of the rows written.
+
+        Raises:
+            ValueError: the folder holds a store built from other source settings, or ``read`` returned an image
+                of another shape or type than the plan's.
+        """
+        with self._lock():
+            meta = self._meta()
+            if meta is not None:
+                self._check_source(meta)
+            rows = {split: len(plan.targets[split]) for split in SPLITS}
+            fresh = meta is None or meta.get("format") != STORE_FORMAT or meta.get("rows") != rows
+            if fresh:
+                meta = self._start(plan, rows)
+            elif all(meta["written"][split] == rows[split] for split in SPLITS):
+                return
+            total, done = sum(rows.values()), sum(meta["written"].values())
+            with tqdm(
+                total=total, initial=done, desc=f"Image store {self.folder.name}", unit="img", disable=not progress
+            ) as bar:
+                for split in SPLITS:
+                    self._fill(split, plan, read, meta, bar)
+
+    def _start(self, plan: StorePlan, rows: dict[str, int]) -> dict[str, Any]:
+        for split in SPLITS:
+            np.save(self.folder / f"{split}_targets.npy", plan.targets[split].numpy())
+            images = np.lib.format.open_memmap(
+                self.folder / f"{split}_images.npy", mode="w+", dtype=np.uint8, shape=(rows[split], *plan.shape)
+            )
+            del images  # the header and the file's size are on disk; the rows come next
+        meta = {
+            "format": STORE_FORMAT,
+            "fingerprint": self.fingerprint,
+            "shape": list(plan.shape),
+            "task": plan.task,
+            "class_names": list(plan.class_names),
+            "rows": rows,
+            "written": dict.fromkeys(SPLITS, 0),
+        }
+        if plan.train_files is not None:
+            atomic_write_text(self.folder / "train_files.json", json.dumps(list(plan.train_files)))
+        self._write_meta(meta)
+        return meta
+
+    def _fill(self, split: str, plan: StorePlan, read: RowReader, meta: dict[str, Any], bar: tqdm) -> None:
+        count, start = meta["rows"][split], meta["written"][split]
+        if start == count:
+            return
+        images = np.load(self.folder / f"{split}_images.npy", mmap_mode="r+")
+        for chunk_start in range(start, count, CHUNK_ROWS):
+            chunk_end = min(chunk_start + CHUNK_ROWS, count)
+            for row in range(chunk_start, chunk_end):
+                image = read(split, row)
+                if image.dtype != np.uint8 or tuple(image.shape) != plan.shape:
+                    raise ValueError(
+                        f"{split} image {row} is {image.dtype} {list(image.shape)}; the store holds uint8 "
+                        f"{list(plan.shape)}"
+                    )
+                images[row] = image
+            images.flush()  # the rows are on disk before the record says so
+            meta["written"][split] = chunk_end
+            self._write_meta(meta)
+            bar.update(chunk_end - chunk_start)
+        del images
+
+    def write(self, data: ImageData, progress: bool = True) -> None:
+        """Builds the store from a data set already in memory (sources that cannot read one image at a time)."""
+        splits = {split: getattr(data, split).images for split in SPLITS}
+        self.build(plan_of(data), lambda split, row: splits[split][row].numpy(), progress=progress)
+
+    def remove(self) -> None:
+        """Deletes the store's folder."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    # ------------------------------------------------------------------ reading
+
+    def open(self) -> ImageData:
+        """The finished store as an :class:`ImageData` whose images are memory-mapped (not read into memory).
+
+        Raises:
+            ValueError: the store is not complete, or was built from other source settings.
+        """
+        meta = self._meta()
+        if meta is None or not self.complete:
+            if meta is not None:
+                self._check_source(meta)
+            raise ValueError(f"the image store {self.folder} is not complete: build it first (ImageStore.build)")
+        splits = {}
+        for split in SPLITS:
+            # Copy-on-write: the array is writable (torch wants that) but a write would stay in this process's memory,
+            # never reaching the file; nothing here writes to images.
+            images = np.load(self.folder / f"{split}_images.npy", mmap_mode="c")
+            targets = torch.from_numpy(np.load(self.folder / f"{split}_targets.npy"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                splits[split] = ImageSplit(images=torch.from_numpy(images), targets=targets)
+        files_path = self.folder / "train_files.json"
+        train_files = tuple(json.loads(files_path.read_text())) if files_path.is_file() else None
+        return ImageData(
+            train=splits["train"],
+            val=splits["val"],
+            test=splits["test"],
+            task=meta["task"],
+            class_names=tuple(meta["class_names"]),
+            train_files=train_files,
+        )
+
+
+def source_fingerprint(source: object, plan: StorePlan | None = None) -> dict[str, Any]:
+    """What identifies a source's data: its class and settings, and (for a source that plans its rows) a digest of
+    its targets and file names, so that a folder whose files changed is not read from a store of the old ones."""
+    cls = type(source)
+    settings = {key: value for key, value in vars(source).items() if not key.startswith("_")}
+    fingerprint: dict[str, Any] = {"source": f"{cls.__module__}.{cls.__qualname__}", **settings}
+    if plan is not None:
+        digest = hashlib.sha256()
+        for split in SPLITS:
+            digest.update(plan.targets[split].numpy().tobytes())
+        digest.update("\n".join(plan.train_files or ()).encode())
+        fingerprint["rows"] = {split: len(plan.targets[split]) for split in SPLITS}
+        fingerprint["content"] = digest.hexdigest()
+    return fingerprint
+
+
+def load_through_store(
+    source: ImageSource, folder: str | Path, memory_cap_gb: float, progress: bool = True
+) -> ImageData:
+    """A source's data, held in memory when its pixels fit under ``memory_cap_gb`` and memory-mapped from an
+    :class:`ImageStore` in ``folder`` otherwise.
+
+    A source that reads one image at a time (``ImageSource.plan_rows``) is streamed into the store without ever
+    holding the pool in memory; any other source is read into memory once, written to the store, and released. A
+    complete store built from the same settings is opened without reading the source's images again.
+    """
+    planned = source.plan_rows()
+    plan = planned[0] if planned is not None else None
+    store = ImageStore(folder, source_fingerprint(source, plan))
+    if store.complete:
+        return store.open()
+    if plan is not None:
+        if plan.nbytes <= memory_cap_gb * 2**30:
+            return source.load()
+        store.build(plan, planned[1], progress=progress)
+        return store.open()
+    data = source.load()
+    if plan_of(data).nbytes <= memory_cap_gb * 2**30:
+        return data
+    store.write(data, progress=progress)
+    del data
+    return store.open()

@@ -477,7 +477,8 @@ class ActiveLearningLoop(Callback):
             if heuristic.uses_labeled
             else {"index": pool.labeled}
         )
-        labeled_outputs["target"] = datamodule.pool_targets(labeled_outputs["index"])  # what is known of them (ClassBalanced)
+        # What is known of them (ClassBalanced); of this rank's rows when sharded.
+        labeled_outputs["target"] = datamodule.pool_targets(labeled_outputs["index"])
         selection = None
         if shard:
             selection = heuristic.select_sharded(candidate_outputs, labeled_outputs, budget, generator)

@@ -9,10 +9,10 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -26,6 +26,7 @@ from alvae_pl.callbacks.run_config import RunConfigRecord
 from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.lightning_noise import quiet_lightning
 from alvae_pl.oracles import HumanOracle
+from alvae_pl.predictions import checkpoint_for, predict_run
 from alvae_pl.run_identity import check_resume
 from alvae_pl.run_lock import RunFolderBusy, RunLock
 
@@ -145,6 +146,44 @@ class AlvaeCLI(LightningCLI):
         if loop_state.get("finished") and loop_state.get("history"):
             # Nothing to train and nothing to write (not even a TensorBoard events file): say so and stop.
             raise RunFinished(finished_line(loop_state["history"], folder, earlier=True))
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            parser.description = (
+                "Write predictions.csv into the run folder: the run's current model on every pool image (and on "
+                "--splits), with each image's label, its origin and the latest acquisition's score"
+            )
+            parser.add_argument(
+                "--splits",
+                type=list[Literal["pool", "val", "test"]],
+                default=["pool"],
+                help="which images predict writes rows for: [pool], or e.g. [pool,val,test]",
+            )
+        return parser
+
+    def predict(self, model: LightningModule, datamodule: ActiveDataModule, ckpt_path: str | None = None, **_: Any):
+        """``train.py predict --config <the run's config>``: writes ``predictions.csv`` into the run folder
+        (:mod:`alvae_pl.predictions`) instead of Lightning's ``trainer.predict``. Holds the run folder's lock."""
+        config = self.config[self.subcommand]
+        logger = self.trainer.logger
+        if logger is None or logger.log_dir is None:
+            raise ValueError("predict finds the run by its logger: give the run's config (its trainer.logger)")
+        folder = Path(logger.log_dir)
+        checkpoint = checkpoint_for(folder, ckpt_path, config["checkpoint"].get("dirpath"))
+        if not checkpoint.is_file():  # before the lock: a run folder that does not exist is not created
+            raise FileNotFoundError(
+                f"{checkpoint} not found: the run has not trained yet; start it with python train.py fit and the same "
+                "config, then predict"
+            )
+        lock = RunLock(folder)
+        lock.acquire()
+        _HELD_LOCKS.append(lock)
+        loop = self.loop
+        _, summary = predict_run(
+            self.trainer, model, datamodule, folder, checkpoint, config["splits"], cold_start=loop.start is not None
+        )
+        print(summary, file=sys.stderr)
 
     def _save_config_callback_text(self) -> str:
         record = next(c for c in self.trainer.callbacks if isinstance(c, RunConfigRecord))

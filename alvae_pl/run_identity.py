@@ -50,6 +50,11 @@ MAY_CHANGE_ON_RESUME: tuple[str, ...] = (
     "model.init_args.train_auroc",
     "active.oracle.init_args.answers",
     "active.oracle.init_args.images_per_sheet",
+    # Label Studio: a server moved, another token variable, another project title before the first query went out
+    # (later the run keeps the project its label_studio.json names).
+    "active.oracle.init_args.url",
+    "active.oracle.init_args.token_env",
+    "active.oracle.init_args.project",
 )
 #: Options that may only go down on resume (a run may end earlier than planned, not later).
 MAY_DECREASE_ON_RESUME = ("active.max_labels",)

@@ -56,6 +56,19 @@ def _simulated(lab: Path, logs: Path, *extra: str) -> Path:
     return logs / "lab_digits" / "run"
 
 
+def _same_labels(human: list[dict[str, str]], simulated: list[dict[str, str]]) -> bool:
+    """The guarantee a lab's run keeps: the same images, rounds, scores and labels as the simulation's, and the same
+    origins but for the initial labels (the lab's labels file; the simulation draws the same images at random)."""
+    initial = {"0": ("labels file", "random draw")}
+    origins = [(h["origin"], s["origin"]) for h, s in zip(human, simulated, strict=True)]
+    expected = [initial.get(h["round"], (f"answer to round {h['round']}",) * 2) for h in human]
+
+    def rest(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [{k: v for k, v in row.items() if k != "origin"} for row in rows]
+
+    return origins == expected and rest(human) == rest(simulated)
+
+
 def _checksums(folder: Path) -> dict[str, str]:
     return {
         str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
@@ -123,7 +136,11 @@ def test_expert_answers_reproduce_the_simulation_and_mistakes_change_nothing(
     assert sorted(p.name for p in run.glob("config*.yaml")) == ["config.yaml", "config_2.yaml"]
     assert "labels: null" in (run / "config.yaml").read_text() and str(answers) in (run / "config_2.yaml").read_text()
 
-    assert read_csv(run / "labeled.csv") == read_csv(simulated / "labeled.csv")
+    labeled = read_csv(run / "labeled.csv")
+    assert list(labeled[0]) == ["round", "pool_index", "dataset_index", "score", "file", "label", "origin"]
+    assert _same_labels(labeled, read_csv(simulated / "labeled.csv"))
+    truth = {row["file"]: row["label"] for row in read_csv(key)}
+    assert all(row["label"] == truth[row["file"]] for row in labeled)
     assert without_timings(read_csv(run / "history.csv")) == without_timings(read_csv(simulated / "history.csv"))
     assert [row["labels"] for row in read_csv(run / "history.csv")] == ["30", "60", "90"]
     assert read_run_status(run) == read_run_status(simulated) == "finished"
@@ -146,7 +163,9 @@ def test_multilabel_expert_reproduces_the_simulation(tmp_path: Path) -> None:
         answer_from_key(lab / "answer_key.csv", run / f"query_round_{round_index}.csv", answers)
         main([*human, f"--labels={answers}"])
 
-    assert read_csv(run / "labeled.csv") == read_csv(simulated / "labeled.csv")
+    labeled = read_csv(run / "labeled.csv")
+    assert list(labeled[0])[5:] == [*FINDINGS, "origin"]
+    assert _same_labels(labeled, read_csv(simulated / "labeled.csv"))
     assert without_timings(read_csv(run / "history.csv")) == without_timings(read_csv(simulated / "history.csv"))
     assert [row["labels"] for row in read_csv(run / "history.csv")] == ["30", "60"]
 
@@ -161,10 +180,12 @@ def test_answers_not_asked_edited_initial_labels_and_simulating_unknown_labels_a
     asked = {row["file"] for row in read_csv(run / "query_round_1.csv")}
     stranger = next(row for row in read_csv(lab / "answer_key.csv") if row["file"] not in asked)
     answers = tmp_path / "answers.csv"
-    answers.write_text(f"file,label\n{stranger['file']},{stranger['label']}\n")
+    answers.write_text(f"file;label\r\n{stranger['file']};{stranger['label']}\r\n")  # as a spreadsheet saves it
+    before = _checksums(run)
     with pytest.raises(SystemExit):
         main([*human, f"--labels={answers}"])
     assert f"{answers} line 2: {stranger['file']} was not asked for in round 1" in capsys.readouterr().err
+    assert _checksums(run) == before  # a refused answers file leaves nothing behind (no config record either)
 
     labels = (lab / "labels.csv").read_text()  # an initial label edited after the run started
     (lab / "labels.csv").write_text(labels.replace(",0\n", ",6\n", 1))

@@ -3,6 +3,7 @@ resumes after an interruption, a store of other settings refused, and a run thro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from alvae_pl.data.image_data import ImageData
 from alvae_pl.data.image_store import CHUNK_ROWS, ImageStore, load_through_store, source_fingerprint
 from alvae_pl.data.sources import DigitsSource, SyntheticSource
 from tests.helpers.cli_runs import REPOSITORY, first_acquisition, read_csv, without_timings
@@ -136,3 +138,20 @@ def test_a_run_through_the_store_equals_one_in_memory(tmp_path: Path, monkeypatc
     assert stored == memory and stored_scores == memory_scores
     history = [read_csv(tmp_path / run / "digits_coreset" / "seed_0" / "history.csv") for run in ("memory", "stored")]
     assert without_timings(history[0]) == without_timings(history[1])
+
+
+def test_the_file_names_of_a_lab_s_images_survive_the_store(tmp_path: Path) -> None:
+    """Predictions and queries name files: a folder's train, validation and test file names come back from the store."""
+    digits = DigitsSource().load()
+    named = dataclasses.replace(
+        digits,
+        train_files=tuple(f"scans/ü {i}.png" for i in range(len(digits.train))),
+        val_files=tuple(f"val/{i}.png" for i in range(len(digits.val))),
+    )
+
+    class NamedFiles(DigitsSource):
+        def load(self) -> ImageData:
+            return named
+
+    stored = load_through_store(NamedFiles(), tmp_path / "store", memory_cap_gb=0, progress=False)
+    assert (stored.train_files, stored.val_files, stored.test_files) == (named.train_files, named.val_files, None)

@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from alvae_pl.data.label_pool import LabelPool
+from alvae_pl.data.label_pool import LabelOrigin, LabelPool, origin_text
 
 
 def test_pool_is_a_seeded_subset_with_seeded_initial_labels() -> None:
@@ -76,3 +76,33 @@ def test_a_labs_initial_labels_are_the_given_positions_in_the_whole_pool() -> No
         LabelPool(train_size=50, pool_size=20, initial_labels=0, pool_seed=0, initial_positions=torch.tensor([1]))
     with pytest.raises(ValueError, match="label a few in the labels CSV"):
         LabelPool(train_size=50, pool_size=None, initial_labels=0, pool_seed=0, initial_positions=torch.tensor([]))
+
+
+def _origins(pool: LabelPool) -> list[str]:
+    return [origin_text(o, r) for o, r in zip(pool.labeled_origins.tolist(), pool.labeled_rounds.tolist(), strict=True)]
+
+
+def test_origins_are_kept_in_the_state_and_derived_for_checkpoints_without_them() -> None:
+    drawn = LabelPool(train_size=100, pool_size=None, initial_labels=3, pool_seed=0)
+    drawn.label(drawn.unlabeled[:2], round_index=1)
+    given = LabelPool(train_size=50, pool_size=None, initial_labels=0, pool_seed=0, initial_positions=torch.tensor([4]))
+    given.label(torch.tensor([7]), round_index=2)
+    assert _origins(drawn) == ["random draw"] * 3 + ["answer to round 1"] * 2
+    assert _origins(given) == ["labels file", "answer to round 2"]
+    for pool, rebuild in (
+        (drawn, lambda: LabelPool(train_size=100, pool_size=None, initial_labels=3, pool_seed=0)),
+        (given, lambda: LabelPool(50, None, 0, 0, initial_positions=torch.tensor([4]))),
+    ):
+        restored = rebuild()
+        restored.load_state_dict(pool.state_dict())
+        assert torch.equal(restored.labeled_origins, pool.labeled_origins)
+        old = {k: v for k, v in pool.state_dict().items() if k != "labeled_origins"}  # an earlier release's state
+        legacy = rebuild()
+        legacy.load_state_dict(old)
+        assert torch.equal(legacy.labeled_origins, pool.labeled_origins)
+    cold = LabelPool(train_size=20, pool_size=None, initial_labels=0, pool_seed=0, defer_initial=True)
+    cold.label(torch.tensor([3, 5]), round_index=0)
+    legacy = LabelPool(train_size=20, pool_size=None, initial_labels=0, pool_seed=0, defer_initial=True)
+    legacy.load_state_dict({k: v for k, v in cold.state_dict().items() if k != "labeled_origins"})
+    assert [origin_text(o, 0) for o in legacy.labeled_origins.tolist()] == ["answer to round 0"] * 2
+    assert LabelOrigin.ANSWER in cold.labeled_origins.tolist()

@@ -17,12 +17,13 @@ from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Heuristic
 from alvae_pl.acquisition.random_sampling import RandomSampling
 from alvae_pl.callbacks.label_aware_retraining import find_label_aware, retrain_label_aware
+from alvae_pl.callbacks.query_predictions import with_predictions
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.callbacks.run_records import (
     HISTORY_COLUMNS,
-    LABELED_COLUMNS,
     curve_columns,
     history_columns,
+    labeled_table,
     write_csv_atomically,
 )
 from alvae_pl.callbacks.sharded_inference import sharded_inference
@@ -32,6 +33,7 @@ from alvae_pl.models.metrics import compute_metrics
 from alvae_pl.models.per_class_metrics import per_class_metrics
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
+from alvae_pl.round_model import save_round_model
 from alvae_pl.run_status import write_run_status
 from alvae_pl.seeding import ACQUISITION_STREAM, START_STREAM, derive_seed
 
@@ -397,6 +399,8 @@ class ActiveLearningLoop(Callback):
                 generator,
                 round_index=self.round_index + 1,
             )
+            if self.oracle.shows_predictions:  # e.g. Label Studio's pre-annotations
+                self.pending = with_predictions(trainer, model, self.pending)
             # A bad answers file here must not lose the round just trained: it pauses the run like missing answers.
             self._settle(trainer, pause_on_error=True)
             row["acquisition_seconds"] = time.perf_counter() - started
@@ -408,6 +412,8 @@ class ActiveLearningLoop(Callback):
         if last_round:
             trainer.should_stop = True
             return
+        if self.pending is not None and trainer.is_global_zero:  # the weights that chose the open query, for predict
+            save_round_model(self._run_folder, model, self.round_index, pool.num_labeled)
         model.reset_to_initial_weights()
         trainer.strategy.setup_optimizers(trainer)
         self.round_index += 1
@@ -556,18 +562,7 @@ class ActiveLearningLoop(Callback):
         folder = self._run_folder
         write_csv_atomically(folder / "history.csv", history_columns(self.history), self.history)
         pool = trainer.datamodule.pool
-        initial = pool.num_labeled - len(self.scores)
-        scores = [math.nan] * initial + self.scores.tolist()
-        rows = [
-            {"round": int(r), "pool_index": int(p), "dataset_index": int(pool.dataset_indices[p]), "score": s}
-            for p, r, s in zip(pool.labeled.tolist(), pool.labeled_rounds.tolist(), scores, strict=True)
-        ]
-        columns = LABELED_COLUMNS
-        files = trainer.datamodule.pool_files
-        if files is not None:  # images read from files: name each, for the people who label them
-            columns = (*LABELED_COLUMNS, "file")
-            for row in rows:
-                row["file"] = files[row["pool_index"]]
+        columns, rows = labeled_table(trainer.datamodule, self.scores)
         write_csv_atomically(folder / "labeled.csv", columns, rows)
         status = "finished" if self.finished else "waiting_for_labels" if self.pending is not None else "training"
         write_run_status(folder, status, rounds_done=len(self.history), labels=pool.num_labeled)
@@ -591,6 +586,7 @@ class ActiveLearningLoop(Callback):
                 "round_index": self.pending.round_index,
                 "positions": self.pending.positions.clone(),
                 "scores": self.pending.scores.clone(),
+                "predictions": None if self.pending.predictions is None else self.pending.predictions.clone(),
             },
             "vae_trained_round": self.vae_trained_round,
             "round_vae_seconds": self.round_vae_seconds,

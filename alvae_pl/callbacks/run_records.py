@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
 
 from alvae_pl.atomic_files import write_csv
+from alvae_pl.data.label_pool import origin_text
+from alvae_pl.data.label_table import FILE_COLUMN, label_cells, label_columns
+
+if TYPE_CHECKING:
+    from alvae_pl.data.datamodule import ActiveDataModule
 
 HISTORY_COLUMNS = (
     "round",
@@ -26,6 +34,8 @@ HISTORY_COLUMNS = (
     "vae_kmeans_nmi",
 )
 LABELED_COLUMNS = ("round", "pool_index", "dataset_index", "score")
+#: ``labeled.csv``'s last column: how the label came (``labels file``, ``random draw``, ``answer to round <r>``).
+ORIGIN_COLUMN = "origin"
 #: The history columns drawn as curves against the number of labels (``al/<column>`` in the loggers).
 CURVE_COLUMNS = HISTORY_COLUMNS[HISTORY_COLUMNS.index("train_accuracy") :]
 
@@ -56,3 +66,34 @@ def write_csv_atomically(path: Path, columns: Sequence[str], rows: Sequence[dict
 
 def _six_digits(value: float) -> str:
     return f"{value:.6g}"
+
+
+def labeled_table(datamodule: ActiveDataModule, scores: Tensor) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
+    """``labeled.csv``'s columns and rows: one row per labeled pool image, in labeling order.
+
+    Columns: ``round``, ``pool_index``, ``dataset_index``, ``score`` (the heuristic's score of an acquired image;
+    empty for the initial labels), ``file`` (for images read from files), the label (``label`` with the class name,
+    or one 0/1 column per finding, as a labels CSV writes them) and ``origin`` (:func:`~alvae_pl.data.label_pool.
+    origin_text`).
+
+    Args:
+        datamodule: the run's data and pool.
+        scores: float ``[A]``: the scores of the acquired images, in labeling order (the last ``A`` labeled).
+    """
+    pool = datamodule.pool
+    data = datamodule.data
+    labeled = pool.labeled
+    initial = len(labeled) - len(scores)
+    padded = [math.nan] * initial + scores.tolist()
+    labels = label_cells(datamodule.pool_targets(labeled).cpu(), data.task, data.class_names)
+    files = datamodule.pool_files
+    rows = []
+    for p, r, o, s, cells in zip(
+        labeled.tolist(), pool.labeled_rounds.tolist(), pool.labeled_origins.tolist(), padded, labels, strict=True
+    ):
+        row: dict[str, Any] = {"round": r, "pool_index": p, "dataset_index": int(pool.dataset_indices[p]), "score": s}
+        if files is not None:  # images read from files: name each, for the people who label them
+            row[FILE_COLUMN] = files[p]
+        rows.append(row | cells | {ORIGIN_COLUMN: origin_text(o, r)})
+    names = (FILE_COLUMN,) if files is not None else ()
+    return (*LABELED_COLUMNS, *names, *label_columns(data.task, data.class_names), ORIGIN_COLUMN), rows

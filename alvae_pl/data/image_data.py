@@ -51,6 +51,7 @@ class ImageData:
         class_names: one name per class (multi-class) or per finding (multi-label).
         train_files: for images read from files, each train image's file name (relative to its folder), so that
             an expert can be shown which images to label; ``None`` for built-in data sets.
+        val_files, test_files: the same for the validation and test images (for predictions on them).
     """
 
     train: ImageSplit
@@ -59,6 +60,8 @@ class ImageData:
     task: TaskKind
     class_names: tuple[str, ...]
     train_files: tuple[str, ...] | None = None
+    val_files: tuple[str, ...] | None = None
+    test_files: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         shapes = {tuple(split.images.shape[1:]) for split in (self.train, self.val, self.test)}
@@ -74,8 +77,13 @@ class ImageData:
         for name, split in (("val", self.val), ("test", self.test)):
             if len(split) and bool((split.targets == UNKNOWN_TARGET).any()):
                 raise ValueError(f"the {name} split holds images without a label; only train images may lack one")
-        if self.train_files is not None and len(self.train_files) != len(self.train):
-            raise ValueError(f"{len(self.train_files)} train file names for {len(self.train)} train images")
+        for name, files, split in (
+            ("train", self.train_files, self.train),
+            ("val", self.val_files, self.val),
+            ("test", self.test_files, self.test),
+        ):
+            if files is not None and len(files) != len(split):
+                raise ValueError(f"{len(files)} {name} file names for {len(split)} {name} images")
 
     @property
     def train_known(self) -> torch.Tensor:

@@ -22,7 +22,7 @@ import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,14 +58,14 @@ class StorePlan:
         targets: split -> int64 ``[N]`` or ``[N, K]`` (the split's size is its number of targets).
         task: multi-class or multi-label.
         class_names: one name per class or finding.
-        train_files: each train image's file name, for sources read from files; ``None`` otherwise.
+        files: split -> each image's file name, for sources read from files (splits without names left out).
     """
 
     shape: tuple[int, int, int]
     targets: dict[str, Tensor]
     task: TaskKind
     class_names: tuple[str, ...]
-    train_files: tuple[str, ...] | None = None
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
@@ -77,7 +77,9 @@ def plan_of(data: ImageData) -> StorePlan:
     """The plan of a data set already in memory."""
     shape = tuple(int(size) for size in data.train.images.shape[1:])
     targets = {split: getattr(data, split).targets for split in SPLITS}
-    return StorePlan(shape, targets, data.task, data.class_names, data.train_files)  # type: ignore[arg-type]
+    names = {split: getattr(data, f"{split}_files") for split in SPLITS}
+    files = {split: tuple(names[split]) for split in SPLITS if names[split] is not None}
+    return StorePlan(shape, targets, data.task, data.class_names, files)  # type: ignore[arg-type]
 
 
 class StoreBusy(RuntimeError):
@@ -189,8 +191,8 @@ class ImageStore:
             "rows": rows,
             "written": dict.fromkeys(SPLITS, 0),
         }
-        if plan.train_files is not None:
-            atomic_write_text(self.folder / "train_files.json", json.dumps(list(plan.train_files)))
+        for split, names in plan.files.items():
+            atomic_write_text(self.folder / f"{split}_files.json", json.dumps(list(names)))
         self._write_meta(meta)
         return meta
 
@@ -246,15 +248,17 @@ class ImageStore:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 splits[split] = ImageSplit(images=torch.from_numpy(images), targets=targets)
-        files_path = self.folder / "train_files.json"
-        train_files = tuple(json.loads(files_path.read_text())) if files_path.is_file() else None
+        files = {}
+        for split in SPLITS:
+            path = self.folder / f"{split}_files.json"
+            files[f"{split}_files"] = tuple(json.loads(path.read_text())) if path.is_file() else None
         return ImageData(
             train=splits["train"],
             val=splits["val"],
             test=splits["test"],
             task=meta["task"],
             class_names=tuple(meta["class_names"]),
-            train_files=train_files,
+            **files,
         )
 
 
@@ -268,7 +272,8 @@ def source_fingerprint(source: object, plan: StorePlan | None = None) -> dict[st
         digest = hashlib.sha256()
         for split in SPLITS:
             digest.update(plan.targets[split].numpy().tobytes())
-        digest.update("\n".join(plan.train_files or ()).encode())
+        for split in SPLITS:
+            digest.update("\n".join(plan.files.get(split, ())).encode() + b"\0")
         fingerprint["rows"] = {split: len(plan.targets[split]) for split in SPLITS}
         fingerprint["content"] = digest.hexdigest()
     return fingerprint

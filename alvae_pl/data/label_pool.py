@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
 
 import torch
 from torch import Tensor
+
+
+class LabelOrigin(IntEnum):
+    """How a pool image got its label (kept per labeled image in :class:`LabelPool`'s state).
+
+    The codes are what a checkpoint stores: append new ones, never renumber.
+    """
+
+    #: One of ``data.initial_labels`` drawn at random by ``data.pool_seed`` (the paper's start).
+    RANDOM_DRAW = 0
+    #: Named in the labels file a lab's run started from (``FolderSource``'s ``labels``).
+    LABELS_FILE = 1
+    #: An oracle's answer to the query of the image's round (an expert's, or the simulation revealing a known label;
+    #: round 0 for a cold start's first picks).
+    ANSWER = 2
+
+
+def origin_text(origin: int, round_index: int) -> str:
+    """The origin as ``labeled.csv`` writes it: ``labels file``, ``random draw`` or ``answer to round <r>``."""
+    if origin == LabelOrigin.ANSWER:
+        return f"answer to round {round_index}"
+    return LabelOrigin(origin).name.lower().replace("_", " ")
 
 
 class LabelPool:
@@ -14,7 +37,7 @@ class LabelPool:
     Pool positions ``0..P-1`` are the currency of acquisition; ``dataset_indices[p]`` is the train-split
     index of pool position ``p``. Validation and test images are never in the pool, so they can never be
     labeled. The labeled set only grows, never holds duplicates, and remembers the round each image was
-    labeled in.
+    labeled in and how its label came (:class:`LabelOrigin`, part of the state: a resumed run restores it).
 
     Args:
         train_size: number of images in the train split.
@@ -39,6 +62,7 @@ class LabelPool:
         defer_initial: bool = False,
     ) -> None:
         self.deferred_initial = defer_initial
+        self._initial_from_file = initial_positions is not None
         if initial_positions is not None:
             if pool_size not in (None, train_size):
                 raise ValueError(
@@ -54,7 +78,9 @@ class LabelPool:
             self._is_labeled = torch.zeros(train_size, dtype=torch.bool)
             self._order = torch.empty(0, dtype=torch.int64)
             self._rounds = torch.empty(0, dtype=torch.int64)
-            self.label(torch.as_tensor(initial_positions, dtype=torch.int64).sort().values, round_index=0)
+            self._origins = torch.empty(0, dtype=torch.int64)
+            positions = torch.as_tensor(initial_positions, dtype=torch.int64).sort().values
+            self.label(positions, round_index=0, origin=LabelOrigin.LABELS_FILE)
             return
         pool_size = train_size if pool_size is None else pool_size
         if not 0 < pool_size <= train_size:
@@ -72,8 +98,10 @@ class LabelPool:
         self._is_labeled = torch.zeros(pool_size, dtype=torch.bool)
         self._order = torch.empty(0, dtype=torch.int64)
         self._rounds = torch.empty(0, dtype=torch.int64)
+        self._origins = torch.empty(0, dtype=torch.int64)
         if not defer_initial:
-            self.label(torch.randperm(pool_size, generator=generator)[:initial_labels].sort().values, round_index=0)
+            drawn = torch.randperm(pool_size, generator=generator)[:initial_labels].sort().values
+            self.label(drawn, round_index=0, origin=LabelOrigin.RANDOM_DRAW)
 
     def __len__(self) -> int:
         return len(self.dataset_indices)
@@ -89,6 +117,11 @@ class LabelPool:
         return self._rounds
 
     @property
+    def labeled_origins(self) -> Tensor:
+        """How each of ``labeled`` got its label, int64 ``[L]`` :class:`LabelOrigin` codes."""
+        return self._origins
+
+    @property
     def unlabeled(self) -> Tensor:
         """Pool positions of unlabeled images, int64 ``[U]``, ascending."""
         return (~self._is_labeled).nonzero().squeeze(1)
@@ -101,12 +134,13 @@ class LabelPool:
     def num_unlabeled(self) -> int:
         return len(self) - self.num_labeled
 
-    def label(self, positions: Tensor, round_index: int) -> None:
+    def label(self, positions: Tensor, round_index: int, origin: LabelOrigin = LabelOrigin.ANSWER) -> None:
         """Mark pool positions as labeled.
 
         Args:
             positions: int64 ``[b]`` pool positions, all currently unlabeled and distinct.
             round_index: the round whose acquisition chose them.
+            origin: how their labels came (an oracle's answer unless said otherwise).
         """
         positions = torch.as_tensor(positions, dtype=torch.int64).flatten().cpu()
         if len(positions) and (positions.min() < 0 or positions.max() >= len(self)):
@@ -119,6 +153,7 @@ class LabelPool:
         self._is_labeled[positions] = True
         self._order = torch.cat([self._order, positions])
         self._rounds = torch.cat([self._rounds, torch.full_like(positions, round_index)])
+        self._origins = torch.cat([self._origins, torch.full_like(positions, int(origin))])
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors only: torch's weights-only checkpoint loading rejects numpy arrays."""
@@ -126,6 +161,7 @@ class LabelPool:
             "dataset_indices": self.dataset_indices.clone(),
             "labeled": self._order.clone(),
             "labeled_rounds": self._rounds.clone(),
+            "labeled_origins": self._origins.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -145,3 +181,10 @@ class LabelPool:
         self._is_labeled[state["labeled"]] = True
         self._order = state["labeled"].clone()
         self._rounds = state["labeled_rounds"].clone()
+        origins = state.get("labeled_origins")
+        if origins is None:  # a checkpoint written before origins were kept: they follow from how the pool started
+            initial = LabelOrigin.LABELS_FILE if self._initial_from_file else LabelOrigin.RANDOM_DRAW
+            origins = torch.where(self._rounds == 0, int(initial), int(LabelOrigin.ANSWER))
+            if self.deferred_initial:  # a cold start's round-0 labels are answers too
+                origins = torch.full_like(self._rounds, int(LabelOrigin.ANSWER))
+        self._origins = origins.clone()

@@ -14,6 +14,7 @@ error names the CSV file, the line and what to change.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from alvae_pl.data.image_data import TaskKind
+from alvae_pl.data.image_data import UNKNOWN_TARGET, TaskKind
 
 FILE_COLUMN = "file"
 LABEL_COLUMN = "label"
@@ -33,14 +34,20 @@ class LabelRows:
     """The raw cells of a labels CSV.
 
     Attributes:
-        path: the file read.
+        path: the file read (or, for answers that come from elsewhere, what messages call their source).
         columns: the header, stripped.
         rows: ``(line number, {column: stripped cell})`` per data row; line 1 is the header.
+        row_word: what messages call a row's number: ``line`` in a CSV (an annotation tool's rows may be tasks).
     """
 
-    path: Path
+    path: Path | str
     columns: tuple[str, ...]
     rows: tuple[tuple[int, dict[str, str]], ...]
+    row_word: str = "line"
+
+    def where(self, number: int) -> str:
+        """Where row ``number`` is, for a message: ``answers.csv line 7``."""
+        return f"{self.path} {self.row_word} {number}"
 
     def task(self) -> TaskKind:
         """Multi-class when the header has a ``label`` column, else multi-label (one column per finding)."""
@@ -73,7 +80,9 @@ class Labels:
 
 
 def read_label_rows(path: str | Path) -> LabelRows:
-    """Reads a labels CSV's header and cells.
+    """Reads a labels CSV's header and cells, as a spreadsheet may save it: comma, semicolon or tab delimited
+    (whichever splits the header into a ``file`` column), with or without a byte-order mark, ``\n`` or ``\r\n``
+    line ends.
 
     Raises:
         FileNotFoundError: no such file.
@@ -83,8 +92,9 @@ def read_label_rows(path: str | Path) -> LabelRows:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: give a CSV with a '{FILE_COLUMN}' column and the labels")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            lines = list(csv.reader(handle))
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: a spreadsheet's byte-order mark
+            text = handle.read()
+        lines = list(csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text)))
     except (UnicodeDecodeError, csv.Error) as error:
         raise ValueError(f"{path} is not a readable CSV file ({type(error).__name__}): save it as UTF-8 CSV") from None
     if not lines:
@@ -104,6 +114,21 @@ def read_label_rows(path: str | Path) -> LabelRows:
         padded = [cell.strip() for cell in cells] + [""] * (len(columns) - len(cells))
         rows.append((number, dict(zip(columns, padded, strict=True))))
     return LabelRows(path=path, columns=columns, rows=tuple(rows))
+
+
+#: The delimiters a spreadsheet may save a CSV with: comma, semicolon (Excel where the decimal mark is a comma), tab.
+DELIMITERS = (",", ";", "\t")
+
+
+def _delimiter(text: str) -> str:
+    """The delimiter whose split of the header line yields a ``file`` column (a comma if none does: the error about
+    the header then shows it as written)."""
+    header = text.splitlines()[0] if text else ""
+    for delimiter in DELIMITERS:
+        cells = next(csv.reader([header], delimiter=delimiter), [])
+        if FILE_COLUMN in (cell.strip() for cell in cells):
+            return delimiter
+    return ","
 
 
 def parse_labels(
@@ -148,9 +173,11 @@ def parse_labels(
     for number, cells in table.rows:
         name = cells[FILE_COLUMN]
         if not name:
-            raise ValueError(f"{path} line {number}: the '{FILE_COLUMN}' cell is empty; name the image")
+            raise ValueError(f"{table.where(number)}: the '{FILE_COLUMN}' cell is empty; name the image")
         if name in seen:
-            raise ValueError(f"{path} line {number}: {name} is already in line {seen[name]}; keep one row per image")
+            raise ValueError(
+                f"{table.where(number)}: {name} is already in {table.row_word} {seen[name]}; keep one row per image"
+            )
         seen[name] = number
         if task == "multiclass":
             label = cells[LABEL_COLUMN]
@@ -158,10 +185,10 @@ def parse_labels(
                 if allow_blank:
                     blank.append(name)
                     continue
-                raise ValueError(f"{path} line {number}: {name} has no label; fill it in or delete the row")
+                raise ValueError(f"{table.where(number)}: {name} has no label; fill it in or delete the row")
             if label not in index:
                 raise ValueError(
-                    f"{path} line {number}: unknown class {label!r} for {name}; known: {', '.join(names)} "
+                    f"{table.where(number)}: unknown class {label!r} for {name}; known: {', '.join(names)} "
                     f"({unknown_hint})"
                 )
             targets.append(index[label])
@@ -174,7 +201,8 @@ def parse_labels(
                 if value not in ("0", "1"):
                     shown = repr(value) if value else "empty"
                     raise ValueError(
-                        f"{path} line {number}: finding {finding} of {name} is {shown}; write 1 (present) or 0 (absent)"
+                        f"{table.where(number)}: finding {finding} of {name} is {shown}; "
+                        "write 1 (present) or 0 (absent)"
                     )
             targets.append([int(value) for value in values])
         files.append(name)
@@ -191,3 +219,29 @@ def natural_order(names: set[str] | Sequence[str]) -> tuple[str, ...]:
         return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
 
     return tuple(sorted(names, key=key))
+
+
+def label_columns(task: TaskKind, class_names: Sequence[str]) -> tuple[str, ...]:
+    """The label columns of the layout ``task`` reads: ``label`` (multi-class) or one column per finding."""
+    return (LABEL_COLUMN,) if task == "multiclass" else tuple(class_names)
+
+
+def label_cells(targets: Tensor, task: TaskKind, class_names: Sequence[str]) -> list[dict[str, str | int]]:
+    """Targets written back as a labels CSV holds them, the inverse of :func:`parse_labels`.
+
+    Args:
+        targets: int64 ``[n]`` class indices or ``[n, K]`` 0/1 findings; ``UNKNOWN_TARGET`` gives empty cells.
+        task: the data set's task.
+        class_names: the classes or findings, in target order.
+
+    Returns:
+        One ``{column: cell}`` per image, keyed by :func:`label_columns`: the class name, or 0/1 per finding.
+    """
+    columns = label_columns(task, class_names)
+    cells: list[dict[str, str | int]] = []
+    for target in targets.tolist():
+        if task == "multiclass":
+            cells.append({LABEL_COLUMN: "" if target == UNKNOWN_TARGET else class_names[target]})
+        else:
+            cells.append({c: "" if v == UNKNOWN_TARGET else int(v) for c, v in zip(columns, target, strict=True)})
+    return cells

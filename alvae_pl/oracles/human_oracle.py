@@ -7,18 +7,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import torch
-
 from alvae_pl.atomic_files import write_csv
-from alvae_pl.data.label_table import FILE_COLUMN, LABEL_COLUMN, parse_labels, read_label_rows
+from alvae_pl.data.label_table import FILE_COLUMN, LABEL_COLUMN, read_label_rows
+from alvae_pl.oracles.answer_check import QUERY_INFO_COLUMNS, answered_part, check_answers
 from alvae_pl.oracles.contact_sheet import write_contact_sheets
 from alvae_pl.oracles.oracle import Answers, Oracle, Query
 
 if TYPE_CHECKING:
     from alvae_pl.data.datamodule import ActiveDataModule
-
-#: The query file's columns other than the file and the labels: for the expert's information only.
-QUERY_INFO_COLUMNS = ("rank", "pool_index", "score")
 
 
 def query_path(run_folder: Path, round_index: int) -> Path:
@@ -33,8 +29,8 @@ class HumanOracle(Oracle):
 
     - ``query_round_<r>.csv``: one row per picked image, in picking order: ``rank``, ``pool_index``, ``file``,
       ``score``, and empty label cells (``label`` for multi-class, one 0/1 column per finding for multi-label);
-    - ``query_round_<r>.png``: the images in the same order, numbered, with their file names (one sheet per
-      100 images: ``query_round_<r>_<k>.png``);
+    - ``query_round_<r>.png``: the images in the same order, each captioned with its rank and its full file name
+      (one sheet per 100 images: ``query_round_<r>_<k>.png``);
 
     checkpoints, and stops with a one-line message saying which file to fill in and which command continues.
     Running that command (the same one with ``--ckpt_path last``) reads the answers, checks them (every
@@ -80,29 +76,11 @@ class HumanOracle(Oracle):
         if self._write_query(path, query, asked, datamodule):
             return self._waiting(query, path, path, len(asked), len(asked), data.task)
         source = Path(self.answers).expanduser() if self.answers is not None else path
-        labels = parse_labels(
-            read_label_rows(source),
-            data.task,
-            data.class_names,
-            ignore=QUERY_INFO_COLUMNS,
-            allow_blank=True,
-            unknown_hint="fix the cell: a run's classes are fixed when it starts",
-        )
-        wanted = set(asked)
-        for name, line in zip(labels.files, labels.lines, strict=True):
-            if name not in wanted:
-                raise ValueError(
-                    f"{source} line {line}: {name} was not asked for in round {query.round_index}; delete the row"
-                )
-        answered = dict(zip(labels.files, labels.targets, strict=True))
+        answered = check_answers(read_label_rows(source), asked, query, datamodule)
         missing = [name for name in asked if name not in answered]
         if not answered or (missing and self.partial == "wait"):
             return self._waiting(query, path, source, len(missing), len(asked), data.task)
-        keep = [i for i, name in enumerate(asked) if name in answered]
-        return Answers(
-            positions=query.positions[keep],
-            targets=torch.stack([answered[asked[i]] for i in keep]),
-        )
+        return answered_part(query, asked, answered)
 
     def _waiting(self, query: Query, path: Path, source: Path, missing: int, asked: int, task: str) -> str:
         """The one line a paused run ends with: what to fill in, where to look, what to run."""
@@ -131,10 +109,9 @@ class HumanOracle(Oracle):
             ]
             header = [*QUERY_INFO_COLUMNS[:2], FILE_COLUMN, QUERY_INFO_COLUMNS[2], *labels]
             write_csv(path, header, rows, float_format=lambda value: f"{value:.6g}")
-        captions = [f"{rank} {name}" for rank, name in enumerate(asked, start=1)]
         write_contact_sheets(
             datamodule.pool_images(query.positions).cpu(),
-            captions,
+            asked,
             path.with_suffix(""),
             per_sheet=self.images_per_sheet,
         )

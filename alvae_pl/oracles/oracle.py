@@ -21,11 +21,14 @@ class Query:
         round_index: the round that will train on the answers (1 for the first acquisition).
         positions: int64 ``[b]`` pool positions, in picking order.
         scores: float ``[b]`` the heuristic's score of each pick.
+        predictions: float ``[b, K]`` probabilities the model that made the picks gives each (softmax over classes,
+            or sigmoid per finding), for an oracle that shows them (``Oracle.shows_predictions``); else ``None``.
     """
 
     round_index: int
     positions: Tensor
     scores: Tensor
+    predictions: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class Oracle(ABC):
     one-line message saying what has to happen first (the loop then checkpoints and stops the run; the same
     command continues it).
     """
+
+    #: Whether the loop should attach the model's predictions to each query (``Query.predictions``): an oracle that
+    #: shows them to the expert as a pre-annotation. The initial labels of a cold start have none (no model yet).
+    shows_predictions: bool = False
 
     def check(self, datamodule: ActiveDataModule) -> None:  # noqa: B027 - optional hook
         """Called before training: raise a one-line ``ValueError`` if this oracle cannot label this data."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 
 from alvae_pl.data.image_data import UNKNOWN_TARGET, ImageData, ImageSplit, TaskKind
@@ -15,6 +17,8 @@ from alvae_pl.data.sources.base import ImageSource, one_line_reason
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+#: How many files a message about many images names before "and N more".
+_NAMED = 5
 
 
 class FolderSource(ImageSource):
@@ -27,8 +31,14 @@ class FolderSource(ImageSource):
     the end of each round.
 
     Every image is read with PIL, resized to ``image_size`` x ``image_size`` (bilinear; a non-square image is
-    stretched, so crop beforehand if its aspect matters) and kept as uint8. 16-bit images (medical TIFF/PNG) are
-    scaled to 8 bits by ``/ 257``.
+    stretched, with a warning naming such images, so crop beforehand if their aspect matters) and kept as uint8.
+    16-bit images (medical TIFF/PNG) are scaled to 8 bits by ``/ 257``. Unreadable images are all reported at once:
+    one error naming how many and the first few, every one of them listed on the lines below.
+
+    With ``color: auto`` the majority decides: when most images are gray (R = G = B), every image gets one channel
+    and the few color ones are made gray (ITU-R 601 luma); when most are color (or as many as are gray), every image
+    gets three and the gray ones are repeated. Either conversion is a warning naming how many images it touched and
+    one of them; set ``color`` to decide it yourself.
 
     Labels CSVs (see :mod:`alvae_pl.data.label_table`): ``file,label`` with class names (multi-class), or
     ``file,<finding>,<finding>...`` with 0/1 cells (multi-label); file names are relative to the images' folder.
@@ -46,7 +56,7 @@ class FolderSource(ImageSource):
             named in the three CSVs, in natural order. List them when the labels so far miss a class the expert
             may answer later: the model's outputs are fixed at the start.
         image_size: side of the square images the model sees, in pixels.
-        color: ``auto`` keeps one channel when every image is gray (R = G = B), else three; or force one.
+        color: ``auto`` follows the majority of the images (see above); ``grayscale`` or ``rgb`` forces one.
 
     Example YAML::
 
@@ -139,23 +149,32 @@ class FolderSource(ImageSource):
                     raise ValueError(f"{tables['train'].path} line {line}: {name} {where}")
             if labels.files:
                 train_targets[[position[name] for name in labels.files]] = labels.targets
-        arrays["train"] = [_read_image(root / name, self.image_size) for name in pool_files]
+        paths = {"train": [root / name for name in pool_files]}
+        files: dict[str, tuple[str, ...]] = {"train": tuple(pool_files)}
         targets["train"] = train_targets
         for split in ("val", "test"):
             table = tables[split]
             if table is None:
-                arrays[split], targets[split] = [], torch.empty((0, *train_targets.shape[1:]), dtype=torch.int64)
+                paths[split], files[split] = [], ()
+                targets[split] = torch.empty((0, *train_targets.shape[1:]), dtype=torch.int64)
                 continue
             labels = parse_labels(table, task, names)
             for name, line in zip(labels.files, labels.lines, strict=True):
                 if not (folders[split] / name).is_file():
                     raise ValueError(f"{table.path} line {line}: no image {name} in {folders[split]}")
-            arrays[split] = [_read_image(folders[split] / name, self.image_size) for name in labels.files]
+            paths[split], files[split] = [folders[split] / name for name in labels.files], labels.files
             targets[split] = labels.targets
-        if not arrays["val"]:
+        if not paths["val"]:
             raise ValueError(f"{tables['val'].path} names no images; validation needs at least one labeled image")
+        every_path = [path for split in paths.values() for path in split]
+        read = _read_images(every_path, self.image_size)
+        _warn_stretched(every_path, [size for _, size in read], self.image_size)
+        cursor = 0
+        for split in ("train", "val", "test"):
+            arrays[split] = [array for array, _ in read[cursor : cursor + len(paths[split])]]
+            cursor += len(paths[split])
 
-        channels = self._channels([a for split in arrays.values() for a in split])
+        channels = self._channels([a for split in arrays.values() for a in split], every_path)
         splits = {
             split: ImageSplit(images=_stack(arrays[split], channels, self.image_size), targets=targets[split])
             for split in arrays
@@ -166,7 +185,9 @@ class FolderSource(ImageSource):
             test=splits["test"],
             task=task,
             class_names=names,
-            train_files=tuple(pool_files),
+            train_files=files["train"],
+            val_files=files["val"],
+            test_files=files["test"],
         )
 
     def _task(self, tables: list[LabelRows]) -> TaskKind:
@@ -201,12 +222,72 @@ class FolderSource(ImageSource):
             )
         return natural_order(names)
 
-    def _channels(self, arrays: list[np.ndarray]) -> int:
+    def _channels(self, arrays: list[np.ndarray], paths: Sequence[Path]) -> int:
+        """1 or 3: ``color`` if set, else the majority's (a tie keeps color), with a warning for the converted ones."""
         if self.color != "auto":
             return 1 if self.color == "grayscale" else 3
-        gray = all(a.ndim == 2 or (np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 1], a[..., 2]))
-                   for a in arrays)  # fmt: skip
-        return 1 if gray else 3
+        gray = [_is_gray(a) for a in arrays]
+        color = [path for path, is_gray in zip(paths, gray, strict=True) if not is_gray]
+        if not color:
+            return 1
+        if len(color) < len(arrays) - len(color):
+            rank_zero_warn(
+                f"{len(color)} of {len(arrays)} images are color (e.g. {color[0]}) and were made grayscale, as most "
+                "images are gray: set data.source.init_args.color: rgb to keep color"
+            )
+            return 1
+        if len(color) < len(arrays):
+            first_gray = next(path for path, is_gray in zip(paths, gray, strict=True) if is_gray)
+            rank_zero_warn(
+                f"{len(arrays) - len(color)} of {len(arrays)} images are grayscale (e.g. {first_gray}) and were "
+                "converted to RGB (repeated to 3 channels), as at least half the images are color: set "
+                "data.source.init_args.color: grayscale to make every image gray"
+            )
+        return 3
+
+
+def _is_gray(array: np.ndarray) -> bool:
+    """Whether an image read by :func:`_read_image` has no color: one channel, or R = G = B everywhere."""
+    return array.ndim == 2 or (
+        np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 1], array[..., 2])
+    )
+
+
+def _read_images(paths: Sequence[Path], size: int) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """Every image read (:func:`_read_image`); all unreadable ones reported in one error.
+
+    Raises:
+        ValueError: its first line names how many images are unreadable and the first few; the lines below list
+            every one with its reason.
+    """
+    read, unreadable = [], []
+    for path in paths:
+        try:
+            read.append(_read_image(path, size))
+        except _Unreadable as error:
+            unreadable.append((path, error.reason))
+    if unreadable:
+        shown = ", ".join(str(path) for path, _ in unreadable[:3])
+        more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        listing = "".join(f"\n  {path}: {reason}" for path, reason in unreadable)
+        count = "1 image is" if len(unreadable) == 1 else f"{len(unreadable)} images are"
+        raise ValueError(
+            f"{count} not readable ({shown}{more}; each listed below): replace or remove them, then run again{listing}"
+        )
+    return read
+
+
+def _warn_stretched(paths: Sequence[Path], sizes: Sequence[tuple[int, int]], size: int) -> None:
+    """Warns about images whose width and height differ: resizing them to a square stretches them."""
+    stretched = [(path, width, height) for path, (width, height) in zip(paths, sizes, strict=True) if width != height]
+    if not stretched:
+        return
+    named = ", ".join(f"{path} ({width} x {height})" for path, width, height in stretched[:_NAMED])
+    more = f" and {len(stretched) - _NAMED} more" if len(stretched) > _NAMED else ""
+    rank_zero_warn(
+        f"{len(stretched)} of {len(paths)} images are not square and were stretched to {size} x {size}: {named}{more}; "
+        "crop them to squares beforehand if their shape matters"
+    )
 
 
 def _folder(path: str, setting: str) -> Path:
@@ -227,11 +308,21 @@ def _image_files(root: Path) -> list[str]:
     return sorted(found)
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
-    """One image as uint8 ``[size, size]`` (gray) or ``[size, size, 3]`` (color)."""
+class _Unreadable(Exception):
+    """An image PIL cannot read; ``reason`` says why, in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _read_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """One image as uint8 ``[size, size]`` (gray) or ``[size, size, 3]`` (color), and its size ``(width, height)``
+    in the file."""
     try:
         with Image.open(path) as image:
             image.load()
+            original = image.size
             if image.mode in _SIXTEEN_BIT_MODES:
                 pixels = np.asarray(image, dtype=np.float32) / 257.0
                 image = Image.fromarray(pixels.clip(0, 255), mode="F")
@@ -243,8 +334,8 @@ def _read_image(path: Path, size: int) -> np.ndarray:
                 image = image.resize((size, size), Image.Resampling.BILINEAR)
             array = np.asarray(image)
     except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable image ({one_line_reason(error)}): replace or remove it") from None
-    return array.round().clip(0, 255).astype(np.uint8) if array.dtype != np.uint8 else array
+        raise _Unreadable(one_line_reason(error)) from None
+    return (array.round().clip(0, 255).astype(np.uint8) if array.dtype != np.uint8 else array), original
 
 
 def _stack(arrays: list[np.ndarray], channels: int, size: int) -> torch.Tensor:

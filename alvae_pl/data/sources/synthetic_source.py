@@ -20,7 +20,9 @@ class SyntheticSource(ImageSource):
     learnable.
 
     Args:
-        train_size, val_size, test_size: images per split.
+        train_size: images of the train split (the pool).
+        val_size: images of the validation split.
+        test_size: images of the test split.
         image_size: side of the square images in pixels (at least 8).
         channels: 1 (grayscale) or 3 (the square is coloured by class).
         num_classes: classes (at least 2).

@@ -2,7 +2,7 @@
 TypiClust and ProbCover, without one).
 
     python bench/bench_selection.py [--sizes 10000 30000 100000 300000] [--dim 544] [--budget 3000] [--labeled 3000]
-        [--device cpu|cuda] [--algorithms auto|lazy|dense ...] [--no-reference]
+        [--device cpu|cuda] [--algorithms auto|lazy|dense ...] [--no-reference] [--feature-dtype float16]
 
 Every case (method x pool size x implementation) runs in a fresh subprocess, so that its peak resident memory
 (``ru_maxrss``) is its own; "peak MiB" is that peak minus the resident memory just before selection started,
@@ -58,6 +58,18 @@ radius (17 million edges, 362 MiB, 3 minutes on one thread)::
 
     python bench/bench_selection.py --sizes 300000 --methods probcover --threads 1 --dim 16 --delta 0.2
 
+Pools up to a million candidates run on the CPU in minutes with one thread for core-set (a million x 544 float32
+features is 2 GiB, and about as much again for the centred copy); after the table, each method's growth exponents
+are printed: the least-squares slope of log CPU time (on a shared machine wall time depends on the neighbours; ours
+on the CPU is "ours CPU s", process time, all threads) and of log peak memory against log pool size (1: linear; constant
+costs pull it below 1 at small sizes). ``--feature-dtype float16`` (or ``bfloat16``) makes our features in that
+precision, as ``feature_dtype`` of the heuristics keeps them, to see the memory halve (the references stay float32)::
+
+    python bench/bench_selection.py --sizes 30000 100000 300000 1000000 --methods coreset --no-reference --threads 1
+    python bench/bench_selection.py --sizes 1000000 --methods coreset --no-reference --threads 1 --feature-dtype float16
+    python bench/bench_selection.py --sizes 30000 100000 300000 1000000 --methods badge --no-reference --threads 1 \
+        --budget 300
+
 Features (``--data``): ``clustered``, the ReLU of a 20-cluster Gaussian mixture (like a trained classifier's
 embeddings), or ``isotropic``, standard normal; float32, seeded; labeled points come from the same distribution.
 """
@@ -89,6 +101,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from alvae_pl.acquisition.badge import GradientEmbeddings, gradient_scale, kmeans_plus_plus  # noqa: E402
 from alvae_pl.acquisition.coreset import ALGORITHMS, choose_algorithm, k_center_greedy  # noqa: E402
+from alvae_pl.acquisition.distances import FEATURE_DTYPES  # noqa: E402
 from alvae_pl.acquisition.medal import greedy_mean_distance  # noqa: E402
 from alvae_pl.acquisition.probcover import (  # noqa: E402
     DEFAULT_PURITY_CLUSTERS,
@@ -100,31 +113,41 @@ from alvae_pl.acquisition.probcover import (  # noqa: E402
 from alvae_pl.acquisition.typiclust import cluster_labels, combine_points, typiclust  # noqa: E402
 
 
-def make_features(n: int, m: int, dim: int, data: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pool ``[n, dim]`` and labeled ``[m, dim]`` float32 features, filled in chunks (no big temporaries).
+def make_features(
+    n: int, m: int, dim: int, data: str, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pool ``[n, dim]`` and labeled ``[m, dim]`` features in ``dtype``, filled in chunks (no big temporaries, so
+    that the peak before selection is the features themselves).
 
     ``clustered``: ReLU of a 20-component Gaussian mixture, like a trained classifier's embeddings;
     ``isotropic``: standard normal, no structure at all.
     """
     generator = torch.Generator().manual_seed(seed)
     clusters = torch.randn(20, dim, generator=generator) * 2
-    points = torch.empty(n + m, dim)
+    points = torch.empty(n + m, dim, dtype=dtype)
     for start in range(0, n + m, 8192):
         rows = points[start : start + 8192]
         if data == "isotropic":
-            torch.randn(rows.shape, generator=generator, out=rows)
+            rows.copy_(torch.randn(rows.shape, generator=generator))
         else:
             labels = torch.randint(len(clusters), (len(rows),), generator=generator)
             rows.copy_((clusters[labels] + torch.randn(len(rows), dim, generator=generator)).relu_())
     return points[:n], points[n:]
 
 
-def make_badge_inputs(n: int, dim: int, data: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def make_badge_inputs(
+    n: int, dim: int, data: str, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BADGE's inputs: gradient scales ``[n, K]`` (softmax minus the predicted one-hot of seeded logits) and
-    embeddings ``[n, dim]`` (``make_features``'s pool)."""
-    embedding, _ = make_features(n, 0, dim, data, seed)
+    embeddings ``[n, dim]`` (``make_features``'s pool), in ``dtype``."""
+    embedding, _ = make_features(n, 0, dim, data, seed, dtype)
     logits = torch.randn(n, BADGE_CLASSES, generator=torch.Generator().manual_seed(seed + 1)) * 3
-    return gradient_scale(logits, multilabel=False), embedding
+    return gradient_scale(logits, multilabel=False).to(dtype), embedding
+
+
+def growth_exponent(sizes: list[int], values: list[float]) -> float:
+    """The slope of ``log value`` against ``log size`` (least squares): 1 for linear growth, 2 for quadratic."""
+    return float(np.polyfit(np.log(sizes), np.log(np.maximum(values, 1e-9)), 1)[0])
 
 
 def current_rss_mib() -> float:
@@ -159,10 +182,11 @@ def ours(method: str, algorithm: str, pool: torch.Tensor, labeled: torch.Tensor,
         if pool.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
             allocated_before = torch.cuda.memory_allocated()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         selection, ran = prob_cover_steps(pool, labeled, budget, torch.Generator().manual_seed(0), BENCH_DELTA)
         seconds = time.perf_counter() - start
         result = {"seconds": seconds, "picks": selection.positions.tolist(), "algorithm": ran}
+        result["cpu_seconds"] = time.process_time() - cpu_start
         if pool.device.type == "cuda":
             result["peak_mib"] = (torch.cuda.max_memory_allocated() - allocated_before) / 2**20
         return result
@@ -189,12 +213,13 @@ def ours(method: str, algorithm: str, pool: torch.Tensor, labeled: torch.Tensor,
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         allocated_before = torch.cuda.memory_allocated()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     selection = select(pool, labeled, budget, torch.Generator().manual_seed(0))
     if cuda:
         torch.cuda.synchronize()  # the selection returns CPU tensors, so this is belt and braces
     seconds = time.perf_counter() - start
     result = {"seconds": seconds, "picks": selection.positions.tolist(), "timed_picks": budget, "extrapolated": False}
+    result["cpu_seconds"] = time.process_time() - cpu_start
     result["algorithm"] = ran
     if cuda:
         result["peak_mib"] = (torch.cuda.max_memory_allocated() - allocated_before) / 2**20
@@ -259,10 +284,11 @@ def run_case(args: argparse.Namespace) -> None:
     """Worker: one implementation on one pool, printing a JSON line."""
     global BENCH_DELTA
     BENCH_DELTA = args.delta
+    dtype = FEATURE_DTYPES[args.feature_dtype] if args.impl == "ours" else torch.float32
     if args.method == "badge":
-        pool, labeled = make_badge_inputs(args.size, args.dim, args.data)
+        pool, labeled = make_badge_inputs(args.size, args.dim, args.data, dtype=dtype)
     else:
-        pool, labeled = make_features(args.size, args.labeled, args.dim, args.data)
+        pool, labeled = make_features(args.size, args.labeled, args.dim, args.data, dtype=dtype)
     if args.impl == "ours" and args.device != "cpu":
         pool, labeled = pool.to(args.device), labeled.to(args.device)
     rss_before = current_rss_mib()
@@ -281,6 +307,7 @@ def spawn(method: str, impl: str, size: int, args: argparse.Namespace, algorithm
         "--budget", str(args.budget), "--labeled", str(args.labeled), "--ref-picks", str(args.ref_picks),
         "--ref-seconds", str(args.ref_seconds), "--data", args.data, "--device", args.device,
         "--algorithm", algorithm, *(["--delta", str(args.delta)] if args.delta is not None else []),
+        "--feature-dtype", args.feature_dtype,
     ]  # fmt: skip
     env = dict(os.environ)
     if args.threads:
@@ -310,6 +337,9 @@ def main() -> None:
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the (CPU, sklearn) references")
     parser.add_argument("--delta", type=float, help="ProbCover's radius (default: chosen by purity)")
+    parser.add_argument(
+        "--feature-dtype", choices=sorted(FEATURE_DTYPES), default="float32", help="precision ours keeps features in"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "IMPL"), help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="auto", help=argparse.SUPPRESS)
@@ -324,12 +354,15 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.machine()} CPU"
     print(
         f"torch {torch.__version__}, ours on {device}; {args.threads or os.cpu_count()} threads, {os.cpu_count()} "
-        f"cores; {args.data} features, dim {args.dim}, budget {args.budget}, labeled {args.labeled}\n"
+        f"cores; {args.data} features ({args.feature_dtype}), dim {args.dim}, budget {args.budget}, "
+        f"labeled {args.labeled}\n"
     )
-    columns = ["method", "algorithm", "pool size", "ours s", "reference s (CPU)", "speedup", "our peak MiB"]
+    columns = ["method", "algorithm", "pool size", "ours s", "ours CPU s", "reference s (CPU)", "speedup"]
+    columns += ["our peak MiB"]
     columns += ["reference peak MiB", "features MiB", "agree"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
+    measured: dict[tuple[str, str], list[tuple[int, float, float]]] = {}  # (method, algorithm) -> (n, s, MiB)
     for method in args.methods:
         for size in args.sizes:
             # One reference per pool, shared by the rows of every algorithm.
@@ -337,7 +370,13 @@ def main() -> None:
             reference = None if skip_reference else spawn(method, "reference", size, args)
             for algorithm in args.algorithms if method == "coreset" else ["auto"]:
                 ours_result = spawn(method, "ours", size, args, algorithm)
+                # On a shared machine wall time depends on the neighbours; one thread's CPU time much less.
+                measured.setdefault((method, ours_result["algorithm"]), []).append(
+                    (size, ours_result.get("cpu_seconds", ours_result["seconds"]), ours_result["peak_mib"])
+                )
                 cells = [method, ours_result["algorithm"], str(size), f"{ours_result['seconds']:.2f}"]
+                cpu_seconds = ours_result.get("cpu_seconds")
+                cells.append("-" if cpu_seconds is None else f"{cpu_seconds:.2f}")
                 if reference is None:
                     cells += ["-", "-", f"{ours_result['peak_mib']:.0f}", "-"]
                 else:
@@ -348,13 +387,23 @@ def main() -> None:
                     cells += [reference_seconds, f"{reference['seconds'] / ours_result['seconds']:.1f}x"]
                     cells += [f"{ours_result['peak_mib']:.0f}", f"{reference['peak_mib']:.0f}"]
                 width = args.dim + (BADGE_CLASSES if method == "badge" else 0)
-                cells.append(f"{size * width * 4 / 2**20:.0f}")
+                cells.append(f"{size * width * FEATURE_DTYPES[args.feature_dtype].itemsize / 2**20:.0f}")
                 if reference is None:
                     cells.append("-")
                 else:
                     agree = ours_result["picks"][:k] == reference["picks"]
                     cells.append(f"{'yes' if agree else 'NO'} ({k} picks)")
                 print("| " + " | ".join(cells) + " |", flush=True)
+    # How time and memory grow with the pool: about 1 for what is linear in n (constant costs pull it below 1 at
+    # small sizes), 2 for what is quadratic.
+    for (method, algorithm), rows in measured.items():
+        if len({size for size, _, _ in rows}) > 1:
+            sizes = [size for size, _, _ in rows]
+            time_slope = growth_exponent(sizes, [seconds for _, seconds, _ in rows])
+            memory_slope = growth_exponent(sizes, [mib for _, _, mib in rows])
+            print(f"\n{method} ({algorithm}), pool {min(sizes):,} to {max(sizes):,}: "
+                  f"CPU time grows as n^{time_slope:.2f}, peak memory as n^{memory_slope:.2f}", end="")  # fmt: skip
+    print()
 
 
 if __name__ == "__main__":

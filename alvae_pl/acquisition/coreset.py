@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -10,6 +10,8 @@ from torch import Tensor
 from alvae_pl.acquisition.distance_heuristic import DistanceHeuristic
 from alvae_pl.acquisition.distances import (
     DEFAULT_CHUNK_SIZE,
+    addmv_float32_,
+    as_float32,
     prepare_points,
     seeded_first_pick,
 )
@@ -69,10 +71,13 @@ def k_center_greedy(
     labeled this happened at pick 2,319 of 3,000, between candidates 6e-7 apart (relative, in float64).
 
     Memory: the candidates, one centred copy, the ``m + budget`` centers (lazy) and ``chunk_size**2`` floats of
-    distances; never an ``n x n`` or ``n x m`` matrix. Runs on the candidates' device, in float32.
+    distances; never an ``n x n`` or ``n x m`` matrix. Runs on the candidates' device. Distances are float32; float16
+    or bfloat16 candidates are kept so (the centred copy and the centers too) and upcast a chunk at a time, which
+    halves the memory.
 
     Args:
-        candidates: float ``[n, D]``.
+        candidates: float ``[n, D]``: float32 (other precisions but float16 and bfloat16 are converted to it),
+            float16 or bfloat16.
         labeled: float ``[m, D]``; with ``m = 0`` the first pick is drawn uniformly with ``generator``.
         budget: how many to pick, ``1 <= budget <= n``.
         generator: CPU generator for the first pick of an empty labeled set (default: torch's global one).
@@ -165,11 +170,11 @@ def _dense_k_center(
         else:
             torch.argmax(nearest, dim=0, keepdim=True, out=pick)
         torch.index_select(nearest, 0, pick, out=score)  # inf for a first pick with nothing labeled
-        center, center_sq = x.index_select(0, pick).squeeze(0), x_sq.index_select(0, pick).squeeze(0)
+        center, center_sq = as_float32(x.index_select(0, pick).squeeze(0)), x_sq.index_select(0, pick).squeeze(0)
         # nearest = min(nearest, max(||x||^2 + ||c||^2 - 2 x.c, 0)): the pass over x (the matrix-vector product)
         # dominates, so the rest is kept to as few kernels as possible. Picked rows, at -1 below the clamp's
         # lower bound, stay at -1.
-        torch.add(x_sq, center_sq, out=distances).addmv_(x, center, alpha=-2)
+        addmv_float32_(torch.add(x_sq, center_sq, out=distances), x, center, alpha=-2)
         torch.clamp(distances, min=zero, max=nearest, out=nearest)
         # Below every real distance, as in the lazy algorithm: picks are never chosen again, and candidates that
         # duplicate a center (distance 0) still come before them.
@@ -222,16 +227,16 @@ def _nearest_squared_distances(
     nearest = torch.full((count,), float("inf"), device=x.device)
     for start in range(0, count, chunk_size):
         if rows is None:
-            points, points_sq = x[start : start + chunk_size], x_sq[start : start + chunk_size]
+            points, points_sq = as_float32(x[start : start + chunk_size]), x_sq[start : start + chunk_size]
         else:
             chunk = rows[start : start + chunk_size]
-            points, points_sq = x.index_select(0, chunk), x_sq.index_select(0, chunk)
+            points, points_sq = as_float32(x.index_select(0, chunk)), x_sq.index_select(0, chunk)
         part = nearest[start : start + len(points)]
         for center_start in range(0, len(centers), chunk_size):
             block_centers = slice(center_start, center_start + chunk_size)
             # ||c||^2 - 2 p.c for each point p and center c: ||p||^2 is the same along a row, so it is added once
             # after the minimum, which saves two passes over each block (on a GPU, two kernel launches).
-            block = torch.addmm(centers_sq[None, block_centers], points, centers[block_centers].T, alpha=-2)
+            block = torch.addmm(centers_sq[None, block_centers], points, as_float32(centers[block_centers]).T, alpha=-2)
             torch.minimum(part, block.amin(dim=1), out=part)
         part.add_(points_sq).clamp_min_(0)
     return nearest
@@ -245,3 +250,10 @@ class CoreSet(DistanceHeuristic):
     """
 
     greedy = staticmethod(k_center_greedy)
+
+    @staticmethod
+    def sharded_greedy(*args: Any, **kwargs: Any) -> Selection:
+        # Imported here: the distributed module builds on this one.
+        from alvae_pl.acquisition.distributed_selection import distributed_k_center_greedy
+
+        return distributed_k_center_greedy(*args, **kwargs)

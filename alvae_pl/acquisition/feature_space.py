@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from alvae_pl.acquisition.distances import as_float32, storage_dtype
 from alvae_pl.models.vae_features import FeaturesSlot
 
 if TYPE_CHECKING:
@@ -95,7 +96,8 @@ class FeatureSpace:
             labeled: the same for the labeled set, ``[m, ...]``; an empty dict means an empty labeled set.
 
         Returns:
-            float32 ``(candidate_points [n, D], labeled_points [m, D])`` with ``D = Dt`` (+ ``Dv`` with a VAE; ``Dv``
+            ``(candidate_points [n, D], labeled_points [m, D])`` in float32, or in float16 / bfloat16 when the first
+            candidate block is in it, with ``D = Dt`` (+ ``Dv`` with a VAE; ``Dv``
             alone with ``task_weight`` 0), on the candidates' device.
         """
         if "index" in labeled and len(labeled["index"]) == 0:  # no labels yet (a cold start): nothing was embedded
@@ -125,10 +127,12 @@ class FeatureSpace:
         ):
             if len(rows) != 1:
                 raise ValueError(f"{name} outputs disagree on the number of rows: {sorted(rows)}")
-        # Written into one preallocated tensor each: concatenating scaled copies would hold the features twice.
+        # Written into one preallocated tensor each: concatenating scaled copies would hold the features twice. Kept in
+        # the outputs' precision when it is a low one (``feature_dtype``), so that the points take no more memory.
         dims = [cand.shape[1] for cand, _, _ in blocks]
-        points = torch.empty(len(first), sum(dims), device=first.device)
-        labeled_points = torch.empty(len(blocks[0][1]), sum(dims), device=first.device)
+        layout = {"device": first.device, "dtype": storage_dtype(first)}
+        points = torch.empty(len(first), sum(dims), **layout)
+        labeled_points = torch.empty(len(blocks[0][1]), sum(dims), **layout)
         start = 0
         for (cand, lab, weight), dim in zip(blocks, dims, strict=True):
             points[:, start : start + dim] = cand
@@ -141,7 +145,15 @@ class FeatureSpace:
 
 def _mean_norm(*blocks: Tensor) -> float:
     """Mean L2 norm of the rows of all ``blocks`` together; 1 when there are no rows or all rows are zero."""
-    norms = torch.cat([torch.linalg.vector_norm(block.float(), dim=1) for block in blocks])
+    # Upcast a chunk at a time: a float16 block upcast whole would take twice its own memory.
+    norms = torch.cat(
+        [
+            torch.linalg.vector_norm(as_float32(block[start : start + 65536]), dim=1)
+            for block in blocks
+            for start in range(0, len(block), 65536)
+        ]
+        or [torch.empty(0)]
+    )
     mean = norms.double().mean().item() if len(norms) else 0.0
     # An all-zero block has nothing to rescale; dividing by 0 would turn it into NaNs.
     return mean if mean > 0 else 1.0

@@ -45,6 +45,9 @@ class Heuristic(ABC):
     uses_labeled: bool = False
     #: Whether ``embed`` needs the task model at all (random sampling does not).
     uses_model: bool = True
+    #: The precision floating-point outputs of ``embed`` are gathered and handed to ``select`` in (the distance
+    #: heuristics and BADGE take ``feature_dtype: float16`` or ``bfloat16`` to halve their memory).
+    feature_dtype: torch.dtype = torch.float32
 
     def setup(self, data: ImageData, device: torch.device) -> None:  # noqa: B027 - optional hook
         """Called once before the first acquisition: load auxiliary models, check they fit the data."""

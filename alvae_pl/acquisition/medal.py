@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from alvae_pl.acquisition.distance_heuristic import DistanceHeuristic
 from alvae_pl.acquisition.distances import (
     DEFAULT_CHUNK_SIZE,
+    as_float32,
     prepare_points,
     seeded_first_pick,
     squared_distance_blocks,
@@ -29,7 +32,8 @@ def greedy_mean_distance(
     distances, which a pick extends by the distance to the new point: one pass over the candidates per pick,
     never a recomputation over the whole labeled set. The sums are kept in float64 so that thousands of
     float32 terms do not drown the differences between candidates. Memory: the candidates, one centred copy,
-    and ``chunk_size**2`` floats for the initial sums; never an ``n x m`` matrix. Runs on the candidates' device;
+    and ``chunk_size**2`` floats for the initial sums; never an ``n x m`` matrix (float16 or bfloat16 candidates are
+    kept so, and upcast to float32 a chunk at a time: half the memory). Runs on the candidates' device;
     on a GPU the picks stay on the device until the end, so it never waits for the host (a first pick with no
     labeled point is drawn on the CPU, once).
 
@@ -90,7 +94,7 @@ def _greedy_mean_distance_on_device(
         else:
             torch.argmax(sums, dim=0, keepdim=True, out=pick)
             torch.index_select(sums, 0, pick, out=score)
-        center, center_sq = x.index_select(0, pick).squeeze(0), x_sq.index_select(0, pick).squeeze(0)
+        center, center_sq = as_float32(x.index_select(0, pick).squeeze(0)), x_sq.index_select(0, pick).squeeze(0)
         sums.add_(squared_distances_to(x, x_sq, center, center_sq, out=distances).sqrt_())
         # -inf stays -inf under the additions that follow, so a pick is never chosen again.
         sums.index_fill_(0, pick, float("-inf"))
@@ -105,3 +109,10 @@ class MedAL(DistanceHeuristic):
     """
 
     greedy = staticmethod(greedy_mean_distance)
+
+    @staticmethod
+    def sharded_greedy(*args: Any, **kwargs: Any) -> Selection:
+        # Imported here: the distributed module builds on this one.
+        from alvae_pl.acquisition.distributed_selection import distributed_greedy_mean_distance
+
+        return distributed_greedy_mean_distance(*args, **kwargs)

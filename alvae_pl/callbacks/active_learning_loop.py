@@ -506,25 +506,40 @@ class ActiveLearningLoop(Callback):
         candidates = heuristic.candidates(pool.unlabeled, generator)
         if len(candidates) < budget:
             raise ValueError(f"{type(heuristic).__name__} offered {len(candidates)} candidates for {budget} picks")
-        candidate_outputs = self._embed(trainer, model, heuristic, candidates, "Embedding unlabeled pool")
+        # A sharded selection (core-set, MedAL with ``sharded: true``) runs on every rank's shard: nothing gathered.
+        shard = trainer.world_size > 1 and getattr(heuristic, "sharded", False)
+        candidate_outputs = self._embed(trainer, model, heuristic, candidates, "Embedding unlabeled pool", shard)
         labeled_outputs = (
-            self._embed(trainer, model, heuristic, pool.labeled, "Embedding labeled set")
+            self._embed(trainer, model, heuristic, pool.labeled, "Embedding labeled set", shard)
             if heuristic.uses_labeled
             else {"index": pool.labeled}
         )
-        labeled_outputs["target"] = datamodule.pool_targets(pool.labeled)  # what is known of them (ClassBalanced)
+        # What is known of them (ClassBalanced); of this rank's rows when sharded.
+        labeled_outputs["target"] = datamodule.pool_targets(labeled_outputs["index"])
         selection = None
-        if trainer.is_global_zero:
-            selection = heuristic.select(candidate_outputs, labeled_outputs, budget, generator)
-            selection = (selection.positions.cpu(), selection.scores.detach().float().cpu())
-        positions, scores = trainer.strategy.broadcast(selection, src=0)
+        if shard:
+            selection = heuristic.select_sharded(candidate_outputs, labeled_outputs, budget, generator)
+            positions, scores = selection.positions.cpu(), selection.scores.float().cpu()
+        else:
+            if trainer.is_global_zero:
+                selection = heuristic.select(candidate_outputs, labeled_outputs, budget, generator)
+                selection = (selection.positions.cpu(), selection.scores.detach().float().cpu())
+            positions, scores = trainer.strategy.broadcast(selection, src=0)
         if len(positions) != budget or len(positions.unique()) != budget:
             raise RuntimeError(f"{type(heuristic).__name__} returned {len(positions)} picks, expected {budget}")
         return Query(round_index=round_index, positions=candidates[positions], scores=scores)
 
     def _embed(
-        self, trainer: L.Trainer, model: TaskModel, heuristic: Heuristic, positions: Tensor, description: str
+        self,
+        trainer: L.Trainer,
+        model: TaskModel,
+        heuristic: Heuristic,
+        positions: Tensor,
+        description: str,
+        shard: bool = False,
     ) -> dict[str, Tensor]:
+        """``heuristic.embed`` of the pool images at ``positions``, gathered on every rank; with ``shard``, each rank
+        keeps its own rows (``"row"``: their places in ``positions``, ``"index"``: their pool indices)."""
         outputs: dict[str, Tensor] = {}
         if heuristic.uses_model and len(positions):
             datamodule: ActiveDataModule = trainer.datamodule
@@ -535,7 +550,12 @@ class ActiveLearningLoop(Callback):
                 lambda rows: heuristic.embed(model, datamodule.pool_images(positions[rows]).to(model.device)),
                 datamodule.eval_batch_size,
                 description,
+                dtype=heuristic.feature_dtype,
+                gather=not shard,
             )
+        if shard:
+            outputs["row"] = torch.arange(trainer.global_rank, len(positions), trainer.world_size)
+            positions = positions[outputs["row"]]
         outputs["index"] = positions
         return outputs
 

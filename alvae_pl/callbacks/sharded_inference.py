@@ -17,6 +17,8 @@ def sharded_inference(
     compute: Callable[[Tensor], dict[str, Tensor]],
     batch_size: int,
     description: str,
+    dtype: torch.dtype = torch.float32,
+    gather: bool = True,
 ) -> dict[str, Tensor]:
     """Run ``compute(rows)`` over ``rows = 0..num_rows-1``, each rank on its share, and gather the results.
 
@@ -28,9 +30,14 @@ def sharded_inference(
     name -> tensor ``[b, ...]`` on the module's device; it runs under ``torch.inference_mode`` with the module in
     eval mode and in the trainer's precision (``bf16-mixed`` autocasts it, as it does training steps).
 
+    With ``gather`` false, each rank keeps its own share, without the padding: rows ``rank, rank + W, ...`` below
+    ``num_rows`` (a selection that runs on every rank's shard, ``alvae_pl.acquisition.distributed_selection``).
+
     Returns:
-        name -> tensor ``[num_rows, ...]`` on the module's device, identical on every rank; floating-point
-        outputs in float32 whatever the precision, so that selections and metrics never see bfloat16.
+        name -> tensor ``[num_rows, ...]`` (``gather`` false: this rank's rows) on the module's device, identical on
+        every rank; floating-point
+        outputs in ``dtype`` whatever the trainer's precision (float32 by default, so that selections and metrics
+        never see bfloat16 unless asked to: a heuristic's ``feature_dtype`` halves what is gathered and kept).
     """
     world, rank = trainer.world_size, trainer.global_rank
     per_rank = -(-num_rows // world)
@@ -47,13 +54,16 @@ def sharded_inference(
         ):
             for rows in mine.split(batch_size):
                 for name, value in compute(rows).items():
-                    parts.setdefault(name, []).append(value.float() if value.is_floating_point() else value)
+                    parts.setdefault(name, []).append(value.to(dtype) if value.is_floating_point() else value)
                 bar.update(len(rows))
     finally:
         module.train(was_training)
     outputs = {}
     for name, chunks in parts.items():
         local = torch.cat(chunks)
+        if not gather:
+            outputs[name] = local[: len(range(rank, num_rows, world))]
+            continue
         if world == 1:
             outputs[name] = local[:num_rows]
             continue

@@ -305,7 +305,7 @@ class ImageStore:
             return
         still = []
         arrays = {split: np.load(self._rows_file(split, plan), mmap_mode="r+") for split in SPLITS}
-        for split, row, name, reason in meta["unreadable"]:
+        for split, row, _, _ in meta["unreadable"]:
             try:
                 arrays[split][row] = self._read_row(split, row, plan, read)
                 bar.update(1)

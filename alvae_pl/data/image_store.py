@@ -245,8 +245,8 @@ class ImageStore:
         return self.folder / f"{split}_{'staged' if plan.staging is not None else 'images'}.npy"
 
     def _start(self, plan: StorePlan, rows: dict[str, int]) -> dict[str, Any]:
-        for stale in self.folder.glob("*_staged.npy"):
-            stale.unlink()
+        for stale in [*self.folder.glob("*_staged.npy"), *self.folder.glob("*_images.npy")]:
+            stale.unlink()  # from an earlier store: a staged build writes the final arrays only at its end
         for split in SPLITS:
             np.save(self.folder / f"{split}_targets.npy", plan.targets[split].numpy())
             images = np.lib.format.open_memmap(
@@ -328,9 +328,9 @@ class ImageStore:
         channels, shape = meta["channels"], meta["shape"][1:]
         for split, path in staged_files.items():
             count, start = meta["rows"][split], meta["written"][split]
-            if start == count:
-                continue
             final = self.folder / f"{split}_images.npy"
+            if start == count and final.is_file():  # (an empty split still gets its empty array)
+                continue
             if channels == 3:  # the staged rows are the final ones
                 if path.exists():
                     path.replace(final)

@@ -44,6 +44,9 @@ class FolderSource(ImageSource):
     gets three and the gray ones are repeated. Either conversion is a warning naming how many images it touched and
     one of them; set ``color`` to decide it yourself.
 
+    A folder too big for memory is streamed into an :class:`~alvae_pl.data.image_store.ImageStore` one image at a
+    time (:meth:`plan_rows`, used when ``data.image_store`` is set): the store holds what :meth:`load` returns.
+
     Labels CSVs (see :mod:`alvae_pl.data.label_table`): ``file,label`` with class names (multi-class), or
     ``file,<finding>,<finding>...`` with 0/1 cells (multi-label); file names are relative to the images' folder.
 
@@ -166,8 +169,11 @@ class FolderSource(ImageSource):
         def built() -> None:
             every_size = np.concatenate([sizes[split] for split in SPLITS])
             for index in np.flatnonzero(every_size[:, 0] < 0):
-                with Image.open(every_path[index]) as image:  # the header only: no pixels are decoded
-                    every_size[index] = image.size
+                try:
+                    with Image.open(every_path[index]) as image:  # the header only: no pixels are decoded
+                        every_size[index] = image.size
+                except (OSError, UnidentifiedImageError):  # gone since it was read: its size is unknown, not named
+                    continue
             _warn_stretched(every_path, every_size, size)
 
         staging = None

@@ -127,11 +127,13 @@ def test_a_streamed_folder_equals_the_folder_in_memory(
     assert again_warnings == []
 
 
+@pytest.mark.parametrize("color", ["auto", "rgb"])  # staged, then written; or written straight away
 def test_unreadable_files_are_listed_at_the_end_and_read_again_once_fixed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, color: str
 ) -> None:
     monkeypatch.setattr(image_store, "CHUNK_ROWS", 4)
-    source = _lab(tmp_path, 2)
+    _lab(tmp_path, 2)
+    source = _source(tmp_path, color)
     broken = [tmp_path / "images" / "x" / "broken 1.png", tmp_path / "images" / "z.jpg"]
     for path in broken:
         path.write_bytes(b"not an image")
@@ -160,7 +162,8 @@ def test_unreadable_files_are_listed_at_the_end_and_read_again_once_fixed(
 
     # Removed instead: the listing changed, so an unfinished store of the old listing is started again.
     other = tmp_path / "other"
-    source = _lab(other, 2)
+    _lab(other, 2)
+    source = _source(other, color)
     (other / "images" / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"1 image is not readable \(.*bad.png; each listed below\)"):
         load_through_store(source, other / "store", memory_cap_gb=0, progress=False)

@@ -9,7 +9,10 @@ pixels of the pool, and the operating system's page cache keeps what fits.
 
 Writing is resumable: rows are written in chunks, each chunk flushed to disk before ``store.json`` records it, so a
 build killed at any moment continues from the last recorded chunk when run again. One process builds a store at a
-time (a lock file); the others wait for it and then read the finished store.
+time (a lock file); the others wait for it and then read the finished store. An image the source cannot read
+(:class:`UnreadableRow`) does not stop the build: every one is named in one error at its end, the store stays
+unfinished, and the next build reads just those rows again. A source whose channel count depends on every image
+(a folder with ``color: auto``) writes RGB rows to staging arrays first, then the final ones (:class:`Staging`).
 """
 
 from __future__ import annotations

@@ -255,7 +255,6 @@ def test_streaming_a_folder_does_not_take_the_pool_into_process_memory(tmp_path:
     assert grown_mb["store"] < 12 and grown_mb["memory"] > 22, grown_mb
 
 
-@pytest.mark.slow
 def test_a_lab_run_through_the_store_equals_one_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """configs/lab_digits.yaml with every label known (the simulation), once in memory and once streamed from the
     folder into the store: the same picks, scores, labels and history."""

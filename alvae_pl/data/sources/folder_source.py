@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 
 from alvae_pl.data.image_data import UNKNOWN_TARGET, ImageData, ImageSplit, TaskKind
+from alvae_pl.data.image_store import SPLITS, RowReader, Staging, StorePlan, UnreadableRow, unreadable_error
 from alvae_pl.data.label_table import LabelRows, natural_order, parse_labels, read_label_rows
 from alvae_pl.data.sources.base import ImageSource, one_line_reason
 
@@ -19,6 +21,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 #: How many files a message about many images names before "and N more".
 _NAMED = 5
+#: Staged rows checked for color at a time (3 x 224 x 224 bytes each).
+_GRAY_CHUNK = 256
 
 
 class FolderSource(ImageSource):
@@ -39,6 +43,9 @@ class FolderSource(ImageSource):
     and the few color ones are made gray (ITU-R 601 luma); when most are color (or as many as are gray), every image
     gets three and the gray ones are repeated. Either conversion is a warning naming how many images it touched and
     one of them; set ``color`` to decide it yourself.
+
+    A folder too big for memory is streamed into an :class:`~alvae_pl.data.image_store.ImageStore` one image at a
+    time (:meth:`plan_rows`, used when ``data.image_store`` is set): the store holds what :meth:`load` returns.
 
     Labels CSVs (see :mod:`alvae_pl.data.label_table`): ``file,label`` with class names (multi-class), or
     ``file,<finding>,<finding>...`` with 0/1 cells (multi-label); file names are relative to the images' folder.
@@ -107,6 +114,89 @@ class FolderSource(ImageSource):
             ValueError: an unreadable image, a CSV naming an image that is not there, a duplicate row, an
                 unknown class, or a validation CSV missing; the message names the file (and line).
         """
+        layout = self._layout()
+        every_path = layout.every_path()
+        read = _read_images(every_path, self.image_size)
+        _warn_stretched(every_path, np.array([size for _, size in read], dtype=np.int64), self.image_size)
+        channels = self._channels(np.array([_is_gray(array) for array, _ in read], dtype=bool), every_path)
+        splits, cursor = {}, 0
+        for split in SPLITS:
+            arrays = [array for array, _ in read[cursor : cursor + len(layout.paths[split])]]
+            cursor += len(arrays)
+            splits[split] = ImageSplit(images=_stack(arrays, channels, self.image_size), targets=layout.targets[split])
+        return ImageData(
+            train=splits["train"],
+            val=splits["val"],
+            test=splits["test"],
+            task=layout.task,
+            class_names=layout.class_names,
+            train_files=layout.files["train"],
+            val_files=layout.files["val"],
+            test_files=layout.files["test"],
+        )
+
+    def plan_rows(self) -> tuple[StorePlan, RowReader]:
+        """The folder's files, targets and class names (the CSVs and the listing, no pixels), and the reader of one
+        image, so that an :class:`~alvae_pl.data.image_store.ImageStore` is written one image at a time and holds
+        exactly what :meth:`load` returns.
+
+        With ``color`` set, each image is read straight into its final channels. With ``color: auto`` the
+        majority of every image decides, which one pass cannot know up front: the images are read as RGB into a
+        staging array, and once all are read the same rule as :meth:`load` (with its warning) picks 1 or 3
+        channels and a second, chunked pass over the staged pixels writes the final array. Unreadable images are
+        listed in one error at the end of the build; the stretched-image warning is given once the build is done.
+
+        Raises:
+            FileNotFoundError, ValueError: as :meth:`load`, for the folders and CSVs (before any image is read).
+        """
+        layout = self._layout()
+        size, every_path = self.image_size, layout.every_path()
+        channels = {"auto": None, "grayscale": 1, "rgb": 3}[self.color]
+        counts = {split: len(layout.paths[split]) for split in SPLITS}
+        # Each image's size in its file, recorded as it is read, for the stretched-image warning at the end; a
+        # resumed build looks up the headers of the images read before it started.
+        sizes = {split: np.full((count, 2), -1, dtype=np.int64) for split, count in counts.items()}
+
+        def read(split: str, row: int) -> np.ndarray:
+            path = layout.paths[split][row]
+            try:
+                array, original = _read_image(path, size)
+            except _Unreadable as error:
+                raise UnreadableRow(str(path), error.reason) from None
+            sizes[split][row] = original
+            return _stack([array], channels or 3, size)[0].numpy()
+
+        def built() -> None:
+            every_size = np.concatenate([sizes[split] for split in SPLITS])
+            for index in np.flatnonzero(every_size[:, 0] < 0):
+                try:
+                    with Image.open(every_path[index]) as image:  # the header only: no pixels are decoded
+                        every_size[index] = image.size
+                except (OSError, UnidentifiedImageError):  # gone since it was read: its size is unknown, not named
+                    continue
+            _warn_stretched(every_path, every_size, size)
+
+        staging = None
+        if channels is None:
+            staging = Staging(
+                channels=lambda staged: self._channels(
+                    np.concatenate([_gray_rows(staged[split]) for split in SPLITS]), every_path
+                ),
+                to_gray=_to_gray,
+            )
+        plan = StorePlan(
+            shape=(channels or 3, size, size),
+            targets=layout.targets,
+            task=layout.task,
+            class_names=layout.class_names,
+            files=layout.files,
+            staging=staging,
+            built=built,
+        )
+        return plan, read
+
+    def _layout(self) -> _Layout:
+        """The CSVs and the folder listing: every split's image paths, file names and targets, no pixels read."""
         root = _folder(self.images, "images")
         if self.val_labels is None:
             raise ValueError(
@@ -136,7 +226,6 @@ class FolderSource(ImageSource):
         if not pool_files:
             raise ValueError(f"{root} holds no pool images ({', '.join(IMAGE_SUFFIXES)}) besides validation/test ones")
 
-        arrays: dict[str, list[np.ndarray]] = {}
         targets: dict[str, torch.Tensor] = {}
         unknown_row = UNKNOWN_TARGET if task == "multiclass" else [UNKNOWN_TARGET] * len(names)
         train_targets = torch.tensor([unknown_row] * len(pool_files), dtype=torch.int64)
@@ -166,29 +255,7 @@ class FolderSource(ImageSource):
             targets[split] = labels.targets
         if not paths["val"]:
             raise ValueError(f"{tables['val'].path} names no images; validation needs at least one labeled image")
-        every_path = [path for split in paths.values() for path in split]
-        read = _read_images(every_path, self.image_size)
-        _warn_stretched(every_path, [size for _, size in read], self.image_size)
-        cursor = 0
-        for split in ("train", "val", "test"):
-            arrays[split] = [array for array, _ in read[cursor : cursor + len(paths[split])]]
-            cursor += len(paths[split])
-
-        channels = self._channels([a for split in arrays.values() for a in split], every_path)
-        splits = {
-            split: ImageSplit(images=_stack(arrays[split], channels, self.image_size), targets=targets[split])
-            for split in arrays
-        }
-        return ImageData(
-            train=splits["train"],
-            val=splits["val"],
-            test=splits["test"],
-            task=task,
-            class_names=names,
-            train_files=files["train"],
-            val_files=files["val"],
-            test_files=files["test"],
-        )
+        return _Layout(task, names, paths, files, targets)
 
     def _task(self, tables: list[LabelRows]) -> TaskKind:
         kinds = {table.task() for table in tables}
@@ -222,28 +289,48 @@ class FolderSource(ImageSource):
             )
         return natural_order(names)
 
-    def _channels(self, arrays: list[np.ndarray], paths: Sequence[Path]) -> int:
-        """1 or 3: ``color`` if set, else the majority's (a tie keeps color), with a warning for the converted ones."""
+    def _channels(self, gray: np.ndarray, paths: Sequence[Path]) -> int:
+        """1 or 3: ``color`` if set, else the majority's (a tie keeps color), with a warning for the converted ones.
+
+        Args:
+            gray: bool ``[N]``, whether each image has no color (:func:`_is_gray`).
+            paths: the ``N`` images' paths, for naming one converted image.
+        """
         if self.color != "auto":
             return 1 if self.color == "grayscale" else 3
-        gray = [_is_gray(a) for a in arrays]
-        color = [path for path, is_gray in zip(paths, gray, strict=True) if not is_gray]
+        total, color = len(gray), int((~gray).sum())
         if not color:
             return 1
-        if len(color) < len(arrays) - len(color):
+        if color < total - color:
+            first_color = paths[int(np.argmin(gray))]
             rank_zero_warn(
-                f"{len(color)} of {len(arrays)} images are color (e.g. {color[0]}) and were made grayscale, as most "
+                f"{color} of {total} images are color (e.g. {first_color}) and were made grayscale, as most "
                 "images are gray: set data.source.init_args.color: rgb to keep color"
             )
             return 1
-        if len(color) < len(arrays):
-            first_gray = next(path for path, is_gray in zip(paths, gray, strict=True) if is_gray)
+        if color < total:
+            first_gray = paths[int(np.argmax(gray))]
             rank_zero_warn(
-                f"{len(arrays) - len(color)} of {len(arrays)} images are grayscale (e.g. {first_gray}) and were "
+                f"{total - color} of {total} images are grayscale (e.g. {first_gray}) and were "
                 "converted to RGB (repeated to 3 channels), as at least half the images are color: set "
                 "data.source.init_args.color: grayscale to make every image gray"
             )
         return 3
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A folder data set less its pixels: split -> image paths, file names (relative) and int64 targets."""
+
+    task: TaskKind
+    class_names: tuple[str, ...]
+    paths: dict[str, list[Path]]
+    files: dict[str, tuple[str, ...]]
+    targets: dict[str, torch.Tensor]
+
+    def every_path(self) -> list[Path]:
+        """The paths of train, validation and test images, in that order (the order images are read in)."""
+        return [path for split in SPLITS for path in self.paths[split]]
 
 
 def _is_gray(array: np.ndarray) -> bool:
@@ -267,22 +354,21 @@ def _read_images(paths: Sequence[Path], size: int) -> list[tuple[np.ndarray, tup
         except _Unreadable as error:
             unreadable.append((path, error.reason))
     if unreadable:
-        shown = ", ".join(str(path) for path, _ in unreadable[:3])
-        more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
-        listing = "".join(f"\n  {path}: {reason}" for path, reason in unreadable)
-        count = "1 image is" if len(unreadable) == 1 else f"{len(unreadable)} images are"
-        raise ValueError(
-            f"{count} not readable ({shown}{more}; each listed below): replace or remove them, then run again{listing}"
-        )
+        raise unreadable_error([(str(path), reason) for path, reason in unreadable])
     return read
 
 
-def _warn_stretched(paths: Sequence[Path], sizes: Sequence[tuple[int, int]], size: int) -> None:
-    """Warns about images whose width and height differ: resizing them to a square stretches them."""
-    stretched = [(path, width, height) for path, (width, height) in zip(paths, sizes, strict=True) if width != height]
-    if not stretched:
+def _warn_stretched(paths: Sequence[Path], sizes: np.ndarray, size: int) -> None:
+    """Warns about images whose width and height differ: resizing them to a square stretches them.
+
+    Args:
+        paths: the ``N`` images' paths.
+        sizes: int ``[N, 2]``, each image's ``(width, height)`` in its file.
+    """
+    stretched = np.flatnonzero(sizes[:, 0] != sizes[:, 1])
+    if not len(stretched):
         return
-    named = ", ".join(f"{path} ({width} x {height})" for path, width, height in stretched[:_NAMED])
+    named = ", ".join(f"{paths[i]} ({sizes[i, 0]} x {sizes[i, 1]})" for i in stretched[:_NAMED])
     more = f" and {len(stretched) - _NAMED} more" if len(stretched) > _NAMED else ""
     rank_zero_warn(
         f"{len(stretched)} of {len(paths)} images are not square and were stretched to {size} x {size}: {named}{more}; "
@@ -346,7 +432,30 @@ def _stack(arrays: list[np.ndarray], channels: int, size: int) -> torch.Tensor:
             out[i] = array[None]
         elif channels == 3:
             out[i] = array.transpose(2, 0, 1)
-        else:  # ITU-R 601 luma, as PIL's convert("L")
-            luma = array.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-            out[i, 0] = luma.round().clip(0, 255).astype(np.uint8)
+        else:
+            out[i, 0] = _luma(array)
     return torch.from_numpy(out)
+
+
+def _luma(array: np.ndarray) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> uint8 ``[H, W]``: ITU-R 601 luma, as PIL's ``convert("L")``."""
+    luma = np.ascontiguousarray(array).astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return luma.round().clip(0, 255).astype(np.uint8)
+
+
+def _gray_rows(staged: np.ndarray) -> np.ndarray:
+    """uint8 ``[N, 3, H, W]`` (memory-mapped) -> bool ``[N]``: whether each row has R = G = B, read a few hundred
+    rows at a time so that memory stays a chunk's size."""
+    gray = np.zeros(len(staged), dtype=bool)
+    for start in range(0, len(staged), _GRAY_CHUNK):
+        rows = np.asarray(staged[start : start + _GRAY_CHUNK])
+        gray[start : start + len(rows)] = ((rows[:, 0] == rows[:, 1]) & (rows[:, 1] == rows[:, 2])).all(axis=(1, 2))
+    return gray
+
+
+def _to_gray(row: np.ndarray) -> np.ndarray:
+    """A staged row uint8 ``[3, H, W]`` -> uint8 ``[1, H, W]``, as :func:`_stack` makes it: a gray image keeps its
+    (repeated) channel, a color one becomes its luma."""
+    if np.array_equal(row[0], row[1]) and np.array_equal(row[1], row[2]):
+        return row[:1].copy()
+    return _luma(row.transpose(1, 2, 0))[None]

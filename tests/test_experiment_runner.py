@@ -410,7 +410,7 @@ def test_vae_checkpoint_mismatch_and_missing_file_are_reported(tmp_path: Path) -
 def test_shipped_experiment_configs_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPOSITORY)
     paths = sorted(Path("configs/experiments").glob("*.yaml"))
-    assert len(paths) == 21
+    assert len(paths) == 22
     for path in paths:
         experiment = read_experiment(path)
         assert experiment.name == path.stem and experiment.baseline in experiment.variants

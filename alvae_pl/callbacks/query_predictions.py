@@ -6,8 +6,7 @@ import dataclasses
 
 import lightning as L
 
-from alvae_pl.callbacks.sharded_inference import sharded_inference
-from alvae_pl.data.datamodule import ActiveDataModule
+from alvae_pl.callbacks.sharded_inference import pool_logits
 from alvae_pl.models.metrics import scores as probabilities
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Query
@@ -21,14 +20,5 @@ def with_predictions(trainer: L.Trainer, model: TaskModel, query: Query) -> Quer
     keeps the same query): it changes no weight, no batch-norm statistic and no random state, so a run whose oracle
     shows predictions selects and trains exactly as one whose oracle does not. Must be called on every rank.
     """
-    datamodule: ActiveDataModule = trainer.datamodule
-    positions = query.positions
-    logits = sharded_inference(
-        trainer,
-        model,
-        len(positions),
-        lambda rows: {"logits": model(datamodule.pool_images(positions[rows]).to(model.device))},
-        datamodule.eval_batch_size,
-        "Predicting the query",
-    )["logits"]
+    logits = pool_logits(trainer, model, query.positions, "Predicting the query")
     return dataclasses.replace(query, predictions=probabilities(logits.cpu(), model.task))

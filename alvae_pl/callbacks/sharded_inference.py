@@ -70,3 +70,17 @@ def sharded_inference(
         gathered = module.all_gather(local)  # [W, per_rank, ...]
         outputs[name] = gathered.transpose(0, 1).reshape(per_rank * world, *local.shape[1:])[:num_rows]
     return outputs
+
+
+def pool_logits(trainer: L.Trainer, model: L.LightningModule, positions: Tensor, description: str) -> Tensor:
+    """The task model's logits ``[n, K]`` for pool positions ``[n]``, sharded over the ranks and gathered (every rank
+    gets them all), in batches of the datamodule's ``eval_batch_size``. Must be called on every rank."""
+    datamodule = trainer.datamodule
+    return sharded_inference(
+        trainer,
+        model,
+        len(positions),
+        lambda rows: {"logits": model(datamodule.pool_images(positions[rows]).to(model.device))},
+        datamodule.eval_batch_size,
+        description,
+    )["logits"]

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from alvae_pl.callbacks.sharded_inference import sharded_inference
+from alvae_pl.callbacks.sharded_inference import pool_logits
 from alvae_pl.seeding import STOP_SET_STREAM, derive_seed
 from alvae_pl.stopping.rule import rows_to_columns
 from alvae_pl.stopping.stabilizing_predictions import prediction_agreement
@@ -81,14 +81,7 @@ class StopMeasures:
         if not len(self.positions):
             return row
         positions = self.positions
-        logits = sharded_inference(
-            trainer,
-            model,
-            len(positions),
-            lambda rows: {"logits": model(datamodule.pool_images(positions[rows]).to(model.device))},
-            datamodule.eval_batch_size,
-            "Predicting the stop set",
-        )["logits"].cpu()
+        logits = pool_logits(trainer, model, positions, "Predicting the stop set").cpu()
         predictions = (logits > 0).long() if multilabel else logits.argmax(dim=1)
         if self.previous is not None:
             row["stop_kappa"] = prediction_agreement(self.previous, predictions)

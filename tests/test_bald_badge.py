@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from alvae_pl.acquisition.bald import BALD, mutual_information
 from alvae_pl.models.task_model import TaskModel
 from tests.helpers.cli_runs import first_acquisition
 from tests.helpers.cli_runs import overlay as overlay_arguments
+from tests.helpers.memory_probe import run_memory_probe
 
 
 # ---------------------------------------------------------------------------------------------------------- BALD
@@ -163,14 +163,11 @@ def test_one_round_through_the_cli_labels_the_budget(tmp_path: Path, overlay: st
         assert scores == sorted(scores, reverse=True)
 
 
-# Peak memory from VmHWM, the high-water mark of the probe's own address space (ru_maxrss would start at the pytest
-# process's peak, which Linux keeps across fork and exec, and hide any growth below it).
+# Peak growth of the probe's own process (see tests.helpers.memory_probe).
 BADGE_MEMORY_PROBE = """
 import torch
 from alvae_pl.acquisition.badge import GradientEmbeddings, kmeans_plus_plus
 torch.set_num_threads(1)
-def peak_kib():
-    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1])
 generator = torch.Generator().manual_seed(0)
 points = GradientEmbeddings(torch.randn(20_000, 4, generator=generator), torch.randn(20_000, 8, generator=generator))
 kmeans_plus_plus(points, 20, torch.Generator().manual_seed(0))  # warm up allocator and kernels
@@ -184,8 +181,5 @@ print((peak_kib() - before) / 1024)  # KiB -> MiB
 def test_kmeans_plus_plus_memory_does_not_grow_with_the_number_of_picks() -> None:
     # Keeping one [n] float64 vector per pick alive would hold 600 x 20,000 x 8 bytes = 92 MiB; the features are
     # 0.9 MiB and the loop's own vectors a few [n] each (0.2 MiB apiece).
-    result = subprocess.run(
-        [sys.executable, "-c", BADGE_MEMORY_PROBE], capture_output=True, text=True, timeout=120, check=True
-    )
-    growth_mib = float(result.stdout.split()[-1])
+    growth_mib = run_memory_probe(BADGE_MEMORY_PROBE)[-1]
     assert growth_mib < 16, f"peak memory grew by {growth_mib} MiB over 600 picks"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
 import warnings
@@ -21,6 +20,7 @@ from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.medal import MedAL, greedy_mean_distance
 from alvae_pl.data.image_data import ImageData, ImageSplit
 from alvae_pl.models.vae_features import VAEFeatures
+from tests.helpers.memory_probe import run_memory_probe
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -432,15 +432,11 @@ def test_setup_loads_the_vae_for_the_data_shape_and_embed_returns_both_blocks(mo
 
 
 # ------------------------------------------------------------------------------------------------ memory
-# Peak memory from VmHWM, the high-water mark of the probe's own address space (ru_maxrss would start at the pytest
-# process's peak, which Linux keeps across fork and exec, and hide any growth below it).
+# Peak growth of the probe's own process (see tests.helpers.memory_probe).
 MEMORY_PROBE = """
 import sys, torch
 from alvae_pl.acquisition.coreset import k_center_greedy
 from alvae_pl.acquisition.medal import greedy_mean_distance
-
-def peak_kib():
-    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1])
 
 torch.set_num_threads(1)
 generator = torch.Generator().manual_seed(0)
@@ -457,10 +453,7 @@ for select in (k_center_greedy, greedy_mean_distance):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status (Linux)")
 def test_selection_memory_stays_far_below_pairwise_matrices():
     # n x n float32 would be 1526 MiB and n x m 305 MiB; chunked blocks are 4 MiB and the centred copy 1.2 MiB.
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(MEMORY_PROBE)], capture_output=True, text=True, timeout=120, check=True
-    )
-    peak_growth_mib = [float(line) for line in result.stdout.split()]
+    peak_growth_mib = run_memory_probe(textwrap.dedent(MEMORY_PROBE))
     assert len(peak_growth_mib) == 2
     assert max(peak_growth_mib) < 64, f"peak memory grew by {peak_growth_mib} MiB"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -20,6 +19,7 @@ from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.medal import greedy_mean_distance
 from alvae_pl.callbacks.sharded_inference import sharded_inference
 from tests.helpers.cli_runs import first_acquisition
+from tests.helpers.memory_probe import run_memory_probe
 from tests.test_coreset_medal import clustered_points
 
 GREEDY = {
@@ -101,9 +101,7 @@ def test_combine_and_prepare_keep_the_low_precision():
     torch.testing.assert_close(x.float(), reference, rtol=0, atol=2e-3)
 
 
-# Peak memory from /proc/self/status's VmHWM, the high-water mark of this process's own address space: ru_maxrss
-# would start at the parent's peak (Linux keeps it across fork and exec), and under a long pytest session the parent
-# is larger than anything the probe allocates.
+# Peak growth of the probe's own process (see tests.helpers.memory_probe).
 MEMORY_PROBE = """
 import sys, torch
 from alvae_pl.acquisition.coreset import k_center_greedy
@@ -120,8 +118,6 @@ if method == "coreset":
         return k_center_greedy(candidates, labeled, budget, algorithm="dense")
 else:
     select = greedy_mean_distance
-def peak_kib():
-    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1])
 select(candidates[:1000], labeled, 2)  # warm up allocator and kernels
 before = peak_kib()
 select(candidates, labeled, 5)
@@ -135,14 +131,7 @@ print((peak_kib() - before) / 1024)  # KiB -> MiB
 def test_float16_selection_takes_about_half_the_memory(method):
     growth = {}
     for dtype in ("float32", "float16"):
-        result = subprocess.run(
-            [sys.executable, "-c", MEMORY_PROBE, dtype, method],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        growth[dtype] = float(result.stdout.split()[-1])
+        growth[dtype] = run_memory_probe(MEMORY_PROBE, dtype, method)[-1]
     # float32: the 49 MiB centred copy and a few [n] vectors (1.5 MiB each); float16: a 24 MiB copy, the same
     # vectors and two 4 MiB upcast chunks. (Upcasting float16 features whole, as before, grew by 98 MiB.)
     assert growth["float32"] > 45 and growth["float16"] < growth["float32"] / 2 + 16, growth

@@ -117,7 +117,6 @@ def test_checkpoint_round_trip_gives_identical_features(
         assert torch.equal(loaded.encode_mean(images), model.encode_mean(images))
 
 
-
 def test_checkpoint_of_an_earlier_release_loads_to_the_same_features(
     trained: tuple[VAE, list[float], lightning.Trainer], digits: tuple[Tensor, Tensor], tmp_path: Path
 ) -> None:
@@ -136,6 +135,7 @@ def test_checkpoint_of_an_earlier_release_loads_to_the_same_features(
         expected = model.encode_mean(images)
         assert torch.equal(load_vae_encoder(str(legacy), num_channels=1, image_size=28).encode_mean(images), expected)
         assert torch.equal(VAE.load_from_checkpoint(legacy, weights_only=True).eval().encode_mean(images), expected)
+
 
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -11,13 +11,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor
 
 from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Heuristic
 from alvae_pl.acquisition.random_sampling import RandomSampling
-from alvae_pl.callbacks.label_aware_retraining import find_label_aware, retrain_label_aware
+from alvae_pl.callbacks.acquisition_step import acquire, settle
+from alvae_pl.callbacks.label_aware_retraining import LabelAwareRetraining
 from alvae_pl.callbacks.query_predictions import with_predictions
+from alvae_pl.callbacks.round_evaluation import evaluate_splits, recompute_batch_norm_on_labeled
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.callbacks.run_records import (
     HISTORY_COLUMNS,
@@ -26,11 +27,7 @@ from alvae_pl.callbacks.run_records import (
     labeled_table,
     write_csv_atomically,
 )
-from alvae_pl.callbacks.sharded_inference import sharded_inference
 from alvae_pl.data.datamodule import ActiveDataModule
-from alvae_pl.models.label_aware_features import LabelAwareVAEFeatures
-from alvae_pl.models.metrics import compute_metrics
-from alvae_pl.models.per_class_metrics import per_class_metrics
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
 from alvae_pl.round_model import save_round_model
@@ -46,16 +43,7 @@ def _needs_no_task_model(heuristic: Heuristic) -> bool:
     return not heuristic.uses_model or (isinstance(features, FeatureSpace) and features.task_weight == 0)
 
 
-def save_run_checkpoint(trainer: L.Trainer) -> None:
-    """Have the run's :class:`RunCheckpoint` write ``last.ckpt`` now (every rank calls it: a collective)."""
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, RunCheckpoint):
-            callback.save_now(trainer)
-
-
-def finished_line(
-    history: list[dict[str, Any]], folder: Path, earlier: bool, stop_reason: str | None = None
-) -> str:
+def finished_line(history: list[dict[str, Any]], folder: Path, earlier: bool, stop_reason: str | None = None) -> str:
     """The closing line of a finished run with rows ``history``: what it reached (``earlier``: that it finished
     before this command, which did nothing), the stopping rule that ended it early if one did, and where its records
     are."""
@@ -205,17 +193,13 @@ class ActiveLearningLoop(Callback):
         self.pending: Query | None = None
         #: Why this process stopped before the run finished (the oracle's message), else ``None``.
         self.pause_message: str | None = None
-        #: The round whose labels the label-aware VAE features were last trained with (-1: not yet).
-        self.vae_trained_round = -1
-        self.round_vae_seconds = math.nan
-        self.round_vae_knowledge: dict[str, float] = {}
-        self._label_aware: list[LabelAwareVAEFeatures] = []
-        self._label_aware_state: list[dict[str, Any]] | None = None
+        #: The label-aware VAEs' retraining at each round's start (its state is checkpointed with the loop's).
+        self.label_aware = LabelAwareRetraining(seed)
         self._epoch_started = 0.0
         self._checkpoint_seconds_seen = 0.0
         self._active = False
-        #: The epoch at which the latest round ended in this process (``-1``: none yet); read by ``RunCheckpoint``.
-        self.last_round_end_epoch = -1
+        #: The run's checkpoint callbacks, told when a round ends (found in ``setup``).
+        self._checkpoints: list[RunCheckpoint] = []
         #: Rounds this process trained (0 for a rerun of a finished run, or a run still waiting for labels).
         self.rounds_this_process = 0
 
@@ -267,6 +251,9 @@ class ActiveLearningLoop(Callback):
             rank_zero_info("data.train_on=pool: training on the whole pool, no active learning")
             return
         self._active = True
+        self._checkpoints = [c for c in trainer.checkpoint_callbacks if isinstance(c, RunCheckpoint)]
+        for checkpoint in self._checkpoints:
+            checkpoint.follow_rounds()
         if self.start is not None:
             datamodule.defer_initial_labels()
         self.heuristic.check_model(pl_module)
@@ -305,11 +292,7 @@ class ActiveLearningLoop(Callback):
         if not self._active:
             return
         self.heuristic.setup(trainer.datamodule.data, pl_module.device)
-        self._label_aware = find_label_aware(self.heuristic, pl_module)
-        if self._label_aware_state is not None:  # resumed: the weights and optimizers the checkpoint holds
-            for features, state in zip(self._label_aware, self._label_aware_state, strict=True):
-                features.load_round_state(state)
-            self._label_aware_state = None
+        self.label_aware.attach(self.heuristic, pl_module)
         datamodule: ActiveDataModule = trainer.datamodule
         if self.start is not None and datamodule.pool.num_labeled == 0 and self.pending is None:
             self._choose_initial_labels(trainer, pl_module)
@@ -328,12 +311,11 @@ class ActiveLearningLoop(Callback):
         rank_zero_info(
             f"Choosing the first {datamodule.planned_initial_labels} labels with {type(self.start).__name__}"
         )
-        self.pending = self._acquire(
-            trainer, model, datamodule.planned_initial_labels, self.start, generator, round_index=0
-        )
+        self.pending = acquire(trainer, model, self.start, datamodule.planned_initial_labels, generator, round_index=0)
         if not self._settle(trainer, pause_on_error=True):
             self.write_records(trainer)
-            save_run_checkpoint(trainer)  # the open query, so that the answers meet the very images asked
+            for checkpoint in self._checkpoints:  # the open query, so that the answers meet the very images asked
+                checkpoint.save_now(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Resumed from the checkpoint of a finished run, or still waiting for labels: nothing to train.
@@ -343,16 +325,10 @@ class ActiveLearningLoop(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: TaskModel) -> None:
         if not self._active:
             return
-        if trainer.current_epoch == self.round_start_epoch and self.vae_trained_round != self.round_index:
+        if trainer.current_epoch == self.round_start_epoch:
             # At a round's start (its labels are those it ends with), so that the loss head trains, and
             # acquisition measures, with the same V(u).
-            started = time.perf_counter()
-            if self._label_aware:
-                self.round_vae_knowledge = retrain_label_aware(
-                    trainer, self._label_aware, pl_module.device, self.seed, self.round_index
-                )
-                self.round_vae_seconds = time.perf_counter() - started
-            self.vae_trained_round = self.round_index
+            self.label_aware.at_round_start(trainer, pl_module.device, self.round_index)
         self._epoch_started = time.perf_counter()
         epoch_in_round = trainer.current_epoch - self.round_start_epoch
         pl_module.set_round_progress(epoch_in_round, self.round_epochs(self.round_index))
@@ -380,32 +356,14 @@ class ActiveLearningLoop(Callback):
             "epochs": epochs,
             "train_accuracy": train_accuracy,
             "train_seconds": self.round_train_seconds,
-            "vae_seconds": self.round_vae_seconds,
-            **self.round_vae_knowledge,
+            **self.label_aware.round_columns(),
         }
-        splits = {"val": datamodule.data.val} | ({"test": datamodule.data.test} if self.evaluate_test else {})
-        splits = {name: split for name, split in splits.items() if len(split)}  # a lab may have no test images
+        splits = ["val", "test"] if self.evaluate_test else ["val"]
+        splits = [name for name in splits if len(getattr(datamodule.data, name))]  # a lab may have no test images
         started = time.perf_counter()
         if self.recompute_batch_norm:
-            # Every rank passes over all labeled images (not a shard), so every rank gets the same statistics.
-            labeled, batch = pool.labeled, datamodule.eval_batch_size
-            with trainer.precision_plugin.forward_context():
-                model.recompute_batch_norm(
-                    datamodule.pool_images(labeled[start : start + batch]).to(model.device)
-                    for start in range(0, len(labeled), batch)
-                )
-        for name, split in splits.items():
-            logits = sharded_inference(
-                trainer,
-                model,
-                len(split),
-                lambda rows, name=name: {"logits": model(datamodule.split_images(name, rows).to(model.device))},
-                datamodule.eval_batch_size,
-                f"Evaluating {name}",
-            )["logits"]
-            metrics = compute_metrics(logits.cpu(), split.targets, model.task, model.num_classes)
-            metrics |= per_class_metrics(logits.cpu(), split.targets, model.task, datamodule.data.class_names)
-            row.update({f"{name}_{metric}": value for metric, value in metrics.items()})
+            recompute_batch_norm_on_labeled(trainer, model, datamodule)
+        row.update(evaluate_splits(trainer, model, datamodule, splits))
         row["eval_seconds"] = time.perf_counter() - started
         row.update(self.stop_measures.measure(trainer, model, [*self.history, row]))
         # Checkpoints written since the previous row: this round's epochs and the previous round's last epoch.
@@ -422,14 +380,11 @@ class ActiveLearningLoop(Callback):
         if not last_round:
             started = time.perf_counter()
             generator = torch.Generator().manual_seed(round_seed(self.seed, self.round_index))
-            self.pending = self._acquire(
-                trainer,
-                model,
-                self._schedule[self.round_index + 1] - pool.num_labeled,
-                self.heuristic,
-                generator,
-                round_index=self.round_index + 1,
-            )
+            budget = self._schedule[self.round_index + 1] - pool.num_labeled
+            if budget < self.budget:
+                limit = "the pool is used up" if budget == pool.num_unlabeled else "active.max_labels is reached"
+                rank_zero_warn(f"The last acquisition labels {budget} images instead of {self.budget}: then {limit}.")
+            self.pending = acquire(trainer, model, self.heuristic, budget, generator, round_index=self.round_index + 1)
             if self.oracle.shows_predictions:  # e.g. Label Studio's pre-annotations
                 self.pending = with_predictions(trainer, model, self.pending)
             # A bad answers file here must not lose the round just trained: it pauses the run like missing answers.
@@ -439,7 +394,8 @@ class ActiveLearningLoop(Callback):
         self.rounds_this_process += 1
         self.finished = last_round
         self._publish(trainer, row)
-        self.last_round_end_epoch = trainer.current_epoch
+        for checkpoint in self._checkpoints:
+            checkpoint.round_ended(trainer.current_epoch)
         if last_round:
             trainer.should_stop = True
             return
@@ -450,114 +406,22 @@ class ActiveLearningLoop(Callback):
         self.round_index += 1
         self.round_start_epoch = trainer.current_epoch + 1
         self.round_train_seconds = 0.0
-        self.round_vae_seconds = math.nan
-        self.round_vae_knowledge = {}
+        self.label_aware.next_round()
         if self.pending is not None:  # waiting for the oracle: stop after this epoch's checkpoint
             trainer.should_stop = True
 
     def _settle(self, trainer: L.Trainer, pause_on_error: bool = False) -> bool:
-        """Asks the oracle for the pending query's labels and labels what it answers; ``False`` if it cannot yet.
-
-        The oracle runs on rank zero (it may read and write files); its answers, its message or its error
-        reach every rank by broadcast, so that every rank labels the same images or raises the same error
-        (or, with ``pause_on_error``, pauses with the error as its message).
-        """
-        query = self.pending
-        assert query is not None
-        outcome: tuple[str, Any] | None = None
-        if trainer.is_global_zero:
-            try:
-                answered = self.oracle.answer(query, trainer.datamodule, self._run_folder)
-                outcome = ("wait", answered) if isinstance(answered, str) else ("answers", answered)
-            except (OSError, ValueError) as error:
-                outcome = ("error", error)
-        kind, value = trainer.strategy.broadcast(outcome, src=0)
-        if kind == "error" and not pause_on_error:
-            raise value
-        if kind != "answers":
-            self.pause_message = str(value)  # printed last, by the command line, once the run has stopped
+        """Asks the oracle for the pending query's labels (:func:`~alvae_pl.callbacks.acquisition_step.settle`);
+        ``False``, with its message kept for the closing line, if it cannot answer yet."""
+        assert self.pending is not None
+        answered = settle(trainer, self.oracle, self.pending, self._run_folder, pause_on_error)
+        if isinstance(answered, str):
+            self.pause_message = answered  # printed last, by the command line, once the run has stopped
             return False
-        asked = query.positions.tolist()
-        keep = torch.tensor([asked.index(p) for p in value.positions.tolist()], dtype=torch.int64)
-        trainer.datamodule.reveal(value.positions, value.targets)
-        trainer.datamodule.pool.label(value.positions, round_index=query.round_index)
-        self.scores = torch.cat([self.scores, query.scores[keep]])
+        self.scores = torch.cat([self.scores, answered])
         self.pending = None
         self.pause_message = None
         return True
-
-    def _acquire(
-        self,
-        trainer: L.Trainer,
-        model: TaskModel,
-        budget: int,
-        heuristic: Heuristic,
-        generator: torch.Generator,
-        round_index: int,
-    ) -> Query:
-        """``heuristic``'s ``budget`` picks among the unlabeled pool, for the round ``round_index`` that trains on
-        them: embedding sharded over the ranks, selection on rank zero, broadcast."""
-        datamodule: ActiveDataModule = trainer.datamodule
-        pool = datamodule.pool
-        if round_index > 0 and budget < self.budget:
-            limit = "the pool is used up" if budget == pool.num_unlabeled else "active.max_labels is reached"
-            rank_zero_warn(f"The last acquisition labels {budget} images instead of {self.budget}: then {limit}.")
-        heuristic.start_acquisition(generator)
-        candidates = heuristic.candidates(pool.unlabeled, generator)
-        if len(candidates) < budget:
-            raise ValueError(f"{type(heuristic).__name__} offered {len(candidates)} candidates for {budget} picks")
-        # A sharded selection (core-set, MedAL with ``sharded: true``) runs on every rank's shard: nothing gathered.
-        shard = trainer.world_size > 1 and getattr(heuristic, "sharded", False)
-        candidate_outputs = self._embed(trainer, model, heuristic, candidates, "Embedding unlabeled pool", shard)
-        labeled_outputs = (
-            self._embed(trainer, model, heuristic, pool.labeled, "Embedding labeled set", shard)
-            if heuristic.uses_labeled
-            else {"index": pool.labeled}
-        )
-        # What is known of them (ClassBalanced); of this rank's rows when sharded.
-        labeled_outputs["target"] = datamodule.pool_targets(labeled_outputs["index"])
-        selection = None
-        if shard:
-            selection = heuristic.select_sharded(candidate_outputs, labeled_outputs, budget, generator)
-            positions, scores = selection.positions.cpu(), selection.scores.float().cpu()
-        else:
-            if trainer.is_global_zero:
-                selection = heuristic.select(candidate_outputs, labeled_outputs, budget, generator)
-                selection = (selection.positions.cpu(), selection.scores.detach().float().cpu())
-            positions, scores = trainer.strategy.broadcast(selection, src=0)
-        if len(positions) != budget or len(positions.unique()) != budget:
-            raise RuntimeError(f"{type(heuristic).__name__} returned {len(positions)} picks, expected {budget}")
-        return Query(round_index=round_index, positions=candidates[positions], scores=scores)
-
-    def _embed(
-        self,
-        trainer: L.Trainer,
-        model: TaskModel,
-        heuristic: Heuristic,
-        positions: Tensor,
-        description: str,
-        shard: bool = False,
-    ) -> dict[str, Tensor]:
-        """``heuristic.embed`` of the pool images at ``positions``, gathered on every rank; with ``shard``, each rank
-        keeps its own rows (``"row"``: their places in ``positions``, ``"index"``: their pool indices)."""
-        outputs: dict[str, Tensor] = {}
-        if heuristic.uses_model and len(positions):
-            datamodule: ActiveDataModule = trainer.datamodule
-            outputs = sharded_inference(
-                trainer,
-                model,
-                len(positions),
-                lambda rows: heuristic.embed(model, datamodule.pool_images(positions[rows]).to(model.device)),
-                datamodule.eval_batch_size,
-                description,
-                dtype=heuristic.feature_dtype,
-                gather=not shard,
-            )
-        if shard:
-            outputs["row"] = torch.arange(trainer.global_rank, len(positions), trainer.world_size)
-            positions = positions[outputs["row"]]
-        outputs["index"] = positions
-        return outputs
 
     def closing_line(self) -> str | None:
         """What the run says last: finished (and where its records are), already finished, or what the expert must
@@ -620,10 +484,7 @@ class ActiveLearningLoop(Callback):
                 "scores": self.pending.scores.clone(),
                 "predictions": None if self.pending.predictions is None else self.pending.predictions.clone(),
             },
-            "vae_trained_round": self.vae_trained_round,
-            "round_vae_seconds": self.round_vae_seconds,
-            "round_vae_knowledge": dict(self.round_vae_knowledge),
-            "label_aware_vaes": [features.round_state() for features in self._label_aware],
+            **self.label_aware.state_dict(),
             "stop_measures": self.stop_measures.state_dict(),
             "stop_reason": self.stop_reason,
         }
@@ -637,11 +498,7 @@ class ActiveLearningLoop(Callback):
         self.scores = state_dict["scores"].clone()
         pending = state_dict.get("pending")
         self.pending = None if pending is None else Query(**pending)
-        self.vae_trained_round = state_dict.get("vae_trained_round", -1)
-        self.round_vae_seconds = state_dict.get("round_vae_seconds", math.nan)
-        self.round_vae_knowledge = dict(state_dict.get("round_vae_knowledge") or {})
-        # Applied in on_fit_start, once the heuristic has built its feature models.
-        self._label_aware_state = state_dict.get("label_aware_vaes") or None
+        self.label_aware.load_state_dict(state_dict)
         if state_dict.get("stop_measures") is not None:  # absent from checkpoints written before the stopping criteria
             self.stop_measures.load_state_dict(state_dict["stop_measures"])
         self.stop_reason = state_dict.get("stop_reason")

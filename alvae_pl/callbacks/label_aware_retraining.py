@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -18,6 +20,72 @@ from alvae_pl.seeding import LABEL_AWARE_VAE_STREAM, derive_seed
 KNOWLEDGE_COLUMNS = ("vae_knn_accuracy", "vae_kmeans_nmi")
 #: Seeds the subset of the split measured: the same images in every run and round.
 KNOWLEDGE_SUBSET_SEED = 0
+
+
+class LabelAwareRetraining:
+    """The label-aware VAEs of a run, retrained at the start of every round on the labels known then, and what each
+    round's retraining cost and measured. Owned by the active-learning loop, which calls :meth:`at_round_start` and
+    reads :meth:`round_columns` into the round's history row; its state travels in the loop's checkpoint state.
+
+    Args:
+        seed: with the round, seeds each retraining (``LABEL_AWARE_VAE_STREAM``).
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        #: The round whose labels the VAEs were last trained with (-1: not yet); set even when the run has none.
+        self.trained_round = -1
+        #: Seconds the current round's retraining took (NaN: none, or no label-aware VAE).
+        self.round_seconds = math.nan
+        #: ``KNOWLEDGE_COLUMNS`` -> what the current round's V(u) knows of the classes (empty: not measured).
+        self.round_knowledge: dict[str, float] = {}
+        self._features: list[LabelAwareVAEFeatures] = []
+        self._restored: list[dict[str, Any]] | None = None
+
+    def attach(self, heuristic: object, model: L.LightningModule) -> None:
+        """Finds the run's label-aware VAEs (:func:`find_label_aware`), with the weights and optimizers a resumed
+        run's checkpoint holds. Called at the fit's start, once the heuristic has built its feature models."""
+        self._features = find_label_aware(heuristic, model)
+        if self._restored is not None:
+            for features, state in zip(self._features, self._restored, strict=True):
+                features.load_round_state(state)
+            self._restored = None
+
+    def at_round_start(self, trainer: L.Trainer, device: torch.device, round_index: int) -> None:
+        """Retrains the VAEs with round ``round_index``'s labels, once per round (a resumed round is not retrained:
+        its VAEs came back with the checkpoint)."""
+        if self.trained_round == round_index:
+            return
+        started = time.perf_counter()
+        if self._features:
+            self.round_knowledge = retrain_label_aware(trainer, self._features, device, self.seed, round_index)
+            self.round_seconds = time.perf_counter() - started
+        self.trained_round = round_index
+
+    def round_columns(self) -> dict[str, float]:
+        """The history columns of the current round: ``vae_seconds`` and the measured knowledge, if any."""
+        return {"vae_seconds": self.round_seconds, **self.round_knowledge}
+
+    def next_round(self) -> None:
+        """Forgets the finished round's cost and measure."""
+        self.round_seconds = math.nan
+        self.round_knowledge = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        # The keys the loop's checkpoint state has always used for these.
+        return {
+            "vae_trained_round": self.trained_round,
+            "round_vae_seconds": self.round_seconds,
+            "round_vae_knowledge": dict(self.round_knowledge),
+            "label_aware_vaes": [features.round_state() for features in self._features],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.trained_round = state_dict.get("vae_trained_round", -1)
+        self.round_seconds = state_dict.get("round_vae_seconds", math.nan)
+        self.round_knowledge = dict(state_dict.get("round_vae_knowledge") or {})
+        # Applied by ``attach``, once the heuristic has built its feature models.
+        self._restored = state_dict.get("label_aware_vaes") or None
 
 
 def find_label_aware(heuristic: object, model: L.LightningModule) -> list[LabelAwareVAEFeatures]:

@@ -27,7 +27,9 @@ class RunCheckpoint(ModelCheckpoint):
 
     Hooks: ``setup`` (the checkpoint writer), ``on_train_epoch_end``, after every other callback's (Lightning runs
     checkpoint callbacks last), so the file holds the state after the epoch's acquisition.
-    ``on_validation_end`` writes nothing.
+    ``on_validation_end`` writes nothing. The active-learning loop signals its rounds (:meth:`follow_rounds`,
+    :meth:`round_ended`) and asks for a write outside an epoch (:meth:`save_now`); this callback never looks the loop
+    up.
 
     Args:
         every: ``epoch`` writes after every epoch, at most once per ``min_interval`` seconds, and always after a
@@ -68,6 +70,8 @@ class RunCheckpoint(ModelCheckpoint):
         self.save_seconds = 0.0
         self.writes = 0
         self._last_write = time.monotonic()
+        self._follows_rounds = False
+        self._round_end_epoch = -1
 
     @classmethod
     def last_path(cls, run_folder: str | Path, dirpath: str | Path | None = None) -> Path:
@@ -105,12 +109,18 @@ class RunCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Nothing: checkpoints follow training epochs and rounds, never validation."""
 
-    def _due(self, trainer: L.Trainer) -> bool:
-        # Imported here: the loop is this callback's optional partner, not a dependency of checkpointing.
-        from alvae_pl.callbacks.active_learning_loop import ActiveLearningLoop
+    def follow_rounds(self) -> None:
+        """The active-learning loop's signal that this fit runs rounds: from then on ``every`` decides, and a round's
+        last epoch (:meth:`round_ended`) always writes. Without it (a run without rounds, the VAE) every epoch
+        writes."""
+        self._follows_rounds = True
 
-        loop = next((cb for cb in trainer.callbacks if isinstance(cb, ActiveLearningLoop)), None)
-        if loop is None or not loop.active or loop.last_round_end_epoch == trainer.current_epoch:
+    def round_ended(self, epoch: int) -> None:
+        """The loop's signal that a round ended at ``epoch`` (its acquisition done): that epoch's write is due."""
+        self._round_end_epoch = epoch
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        if not self._follows_rounds or self._round_end_epoch == trainer.current_epoch:
             return True
         if self.every == "round":
             return False

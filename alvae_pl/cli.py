@@ -27,6 +27,7 @@ from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.lightning_noise import quiet_lightning
 from alvae_pl.oracles import HumanOracle
 from alvae_pl.predictions import checkpoint_for, predict_run
+from alvae_pl.run_folder import loop_state, records_in
 from alvae_pl.run_identity import check_resume
 from alvae_pl.run_lock import RunFolderBusy, RunLock
 
@@ -34,7 +35,6 @@ from alvae_pl.run_lock import RunFolderBusy, RunLock
 #: 143: stopped by SIGTERM; 1: an unexpected error, with its traceback).
 EXIT_WAITING_FOR_LABELS = 3
 #: Files whose presence means a run folder holds a run.
-RUN_RECORDS = ("history.csv", "labeled.csv", "checkpoints/last.ckpt")
 #: The run folder locks this process holds; released by ``main`` however the run ends.
 _HELD_LOCKS: list[RunLock] = []
 
@@ -134,7 +134,7 @@ class AlvaeCLI(LightningCLI):
                 return
             ckpt_path = str(last)
         if ckpt_path is None:
-            found = [name for name in RUN_RECORDS if (folder / name).exists()]
+            found = records_in(folder)
             if found:
                 raise FileExistsError(
                     f"{folder} already holds a run ({', '.join(found)}): continue it with --ckpt_path last, or start "
@@ -142,10 +142,10 @@ class AlvaeCLI(LightningCLI):
                 )
             return
         state = check_resume(Path(ckpt_path), folder, self._save_config_callback_text())
-        loop_state = state.get("callbacks", {}).get("ActiveLearningLoop") or {}
-        if loop_state.get("finished") and loop_state.get("history"):
+        loop = loop_state(state)
+        if loop.get("finished") and loop.get("history"):
             # Nothing to train and nothing to write (not even a TensorBoard events file): say so and stop.
-            raise RunFinished(finished_line(loop_state["history"], folder, True, loop_state.get("stop_reason")))
+            raise RunFinished(finished_line(loop["history"], folder, True, loop.get("stop_reason")))
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)

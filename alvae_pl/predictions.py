@@ -24,7 +24,8 @@ from alvae_pl.atomic_files import write_csv
 from alvae_pl.callbacks.run_checkpoint import RunCheckpoint
 from alvae_pl.data.image_data import UNKNOWN_TARGET, TaskKind
 from alvae_pl.data.label_pool import origin_text
-from alvae_pl.round_model import load_round_model
+from alvae_pl.round_model import load_round_model, round_model_path
+from alvae_pl.run_folder import PREDICTIONS_FILENAME, loop_state
 
 if TYPE_CHECKING:
     import lightning as L
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from alvae_pl.data.datamodule import ActiveDataModule
     from alvae_pl.models.task_model import TaskModel
 
-PREDICTIONS_FILENAME = "predictions.csv"
 Split = Literal["pool", "val", "test"]
 #: A multi-label image with no finding predicted (or labeled) present.
 NO_FINDING = "none"
@@ -61,7 +61,7 @@ def run_model(run_folder: Path, checkpoint: dict[str, Any], checkpoint_path: Pat
     Raises:
         FileNotFoundError: the run has trained no round yet (or is training one and has not paused since).
     """
-    loop = checkpoint.get("callbacks", {}).get("ActiveLearningLoop") or {}
+    loop = loop_state(checkpoint)
     history = loop.get("history") or []
     if loop.get("finished") and history:
         return RunModel(checkpoint["state_dict"], len(history) - 1, int(history[-1]["labels"]), checkpoint_path)
@@ -71,7 +71,7 @@ def run_model(run_folder: Path, checkpoint: dict[str, Any], checkpoint_path: Pat
             f"{run_folder} holds no trained model yet (a run's model is kept once it finishes, or when a round waits "
             "for labels): continue the run with python train.py fit ... --ckpt_path last, then predict"
         )
-    return RunModel(saved["state_dict"], int(saved["round"]), int(saved["labels"]), run_folder / "round_model.pt")
+    return RunModel(saved["state_dict"], int(saved["round"]), int(saved["labels"]), round_model_path(run_folder))
 
 
 def latest_scores(loop_state: dict[str, Any], datamodule: ActiveDataModule) -> dict[int, float]:
@@ -244,8 +244,7 @@ def predict_run(
         count = len(datamodule.pool) if split == "pool" else len(getattr(data, split))
         forward = trainer.precision_plugin.forward_context
         outputs[split] = predict_images(model, images, count, datamodule.eval_batch_size, device, forward)
-    loop_state = checkpoint.get("callbacks", {}).get("ActiveLearningLoop") or {}
-    columns, rows = prediction_table(datamodule, outputs, latest_scores(loop_state, datamodule))
+    columns, rows = prediction_table(datamodule, outputs, latest_scores(loop_state(checkpoint), datamodule))
     path = write_predictions(run_folder / PREDICTIONS_FILENAME, columns, rows)
     counts = ", ".join(f"{len(probs)} {split}" for split, probs in outputs.items())
     summary = (

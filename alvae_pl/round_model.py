@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from alvae_pl.atomic_files import atomic_write
-
-ROUND_MODEL_FILENAME = "round_model.pt"
+from alvae_pl.run_folder import ROUND_MODEL_FILENAME
 
 
 def round_model_path(run_folder: str | Path) -> Path:

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import yaml
 
+from alvae_pl.run_folder import CONFIG_FILENAME
+
 #: Options (and the groups under them) that may differ between a run's checkpoint and the command that continues it.
 MAY_CHANGE_ON_RESUME: tuple[str, ...] = (
     "ckpt_path",
@@ -128,8 +130,8 @@ def check_resume(checkpoint: Path, folder: Path, config_now: str) -> dict[str, A
             "cannot be continued from it; start it again in another folder with --trainer.logger.init_args.version "
             "<name> (this folder's records stay as they are)"
         ) from None
-    if config_then is None and (folder / "config.yaml").is_file():  # written before checkpoints held their config
-        config_then = (folder / "config.yaml").read_text()
+    if config_then is None and (folder / CONFIG_FILENAME).is_file():  # written before checkpoints held their config
+        config_then = (folder / CONFIG_FILENAME).read_text()
     if config_then is None:
         return state
     differences = resume_differences(flat_settings(config_then), flat_settings(config_now))

@@ -20,7 +20,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-LOCK_FILENAME = "run.lock"
+from alvae_pl.run_folder import CONFIG_FILENAME, LOCK_FILENAME
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class RunLock:
         self.held = False
         if not failed or not self._created:
             return
-        if not (self.folder / "config.yaml").exists():
+        if not (self.folder / CONFIG_FILENAME).exists():
             shutil.rmtree(self.folder, ignore_errors=True)
         for folder in self._created:
             try:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from alvae_pl.atomic_files import atomic_write_text
+from alvae_pl.run_folder import RUN_STATUS_FILENAME
 
-RUN_STATUS_FILE = "run_status.json"
+RUN_STATUS_FILE = RUN_STATUS_FILENAME
 #: ``training``: rounds remain (a run killed in this state resumes); ``waiting_for_labels``: an expert's answers
 #: are due (a human oracle's open query); ``finished``: the last round (or the last epoch of a run without rounds,
 #: the VAE) is done.

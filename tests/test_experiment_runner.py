@@ -485,8 +485,14 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(mon
             features = features.get("init_args", features)
             vae = features.get("vae") or {}
             checkpoint = vae.get("init_args", vae).get("checkpoint")
-            if variant.name.endswith(("_vae_only", "_contrastive_only")) or expected in ("TypiClust", "ProbCover"):
+            name = variant.name.removesuffix("_balanced")  # the wrapped heuristic's settings are the unwrapped one's
+            on_encoder = name.endswith(("_vae", "_contrastive"))
+            if name.endswith(("_vae_only", "_contrastive_only")) or (
+                expected in ("TypiClust", "ProbCover") and on_encoder
+            ):
                 assert features["task_weight"] == 0.0 and checkpoint
+            elif expected in ("TypiClust", "ProbCover"):  # on the task features, as configs/heuristics/typiclust.yaml
+                assert features.get("task_weight", 1.0) == 1.0 and not checkpoint, (path, variant.name)
             elif expected in ("CoreSet", "MedAL"):
                 assert features.get("task_weight", 1.0) == 1.0
                 assert bool(checkpoint) == variant.name.endswith(("_vae", "_mixture", "_contrastive")), (
@@ -496,7 +502,7 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(mon
                 if variant.name.endswith("_label_aware"):
                     assert vae["class_path"].endswith("LabelAwareVAEFeatures")
             head_vae = config["model"]["init_args"].get("vae") or {}
-            if expected == "LearningLoss" and variant.name != "lossnet":
+            if expected == "LearningLoss" and name != "lossnet":
                 assert head_vae["class_path"].endswith(
                     "LabelAwareVAEFeatures" if variant.name.endswith("_label_aware") else ".VAEFeatures"
                 ), (path, variant.name)
@@ -623,7 +629,7 @@ def test_tsne_figure_of_both_selections(
 
 
 def test_tsne_rejects_an_unfinished_run(tiny_runs: tuple[Path, Path], tmp_path: Path) -> None:
-    from alvae_pl.analysis.tsne_selection import load_finished_run
+    from alvae_pl.finished_run import load_finished_run
 
     run, _ = tiny_runs
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

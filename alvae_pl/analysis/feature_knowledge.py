@@ -16,19 +16,18 @@ colour by the number of findings.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from alvae_pl.analysis.curves import new_figure, save_png
 from alvae_pl.analysis.tsne_figure import embed_tsne
 from alvae_pl.atomic_files import atomic_write_text, write_csv
+from alvae_pl.finished_run import load_finished_run, rebuild_run
 from alvae_pl.models.class_knowledge import FOLDS, NEIGHBOURS, Knowledge, measure
+from alvae_pl.run_folder import CONFIG_FILENAME
 
 
 def markdown(rows: list[Knowledge]) -> str:
@@ -55,16 +54,6 @@ def draw_maps(spaces: Mapping[str, np.ndarray], targets: np.ndarray, seed: int, 
     return save_png(figure, path)
 
 
-def _rebuild(config_path: Path) -> Any:
-    """The LightningCLI of a saved run's ``config.yaml`` (model and data instantiated, nothing run)."""
-    from alvae_pl.analysis.tsne_selection import runnable_config
-    from alvae_pl.cli import main
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return main(["--config", yaml.safe_dump(runnable_config(config_path))], run=False)
-
-
 @torch.no_grad()
 def _embed(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch: int = 512) -> np.ndarray:
     """``encode`` over uint8 ``images`` ``[N, C, H, W]`` in batches: float ``[N, D]``."""
@@ -79,7 +68,7 @@ def report_knowledge(
     Args:
         vae: an encoder checkpoint ``<run>/checkpoints/last.ckpt`` (a VAE's or a contrastive encoder's); its run's
             ``config.yaml`` names the data.
-        run: the folder of a finished task run (see ``tsne_selection.load_finished_run``).
+        run: the folder of a finished task run (see :func:`alvae_pl.finished_run.load_finished_run`).
         out: folder for ``feature_knowledge.md`` / ``.csv`` / ``_tsne.png``; default: beside the first source.
         seed: seeds the folds, k-means and t-SNE.
 
@@ -91,8 +80,6 @@ def report_knowledge(
     spaces: dict[str, np.ndarray] = {}
     targets = None
     if run is not None:
-        from alvae_pl.analysis.tsne_selection import load_finished_run
-
         model, datamodule = load_finished_run(run)
         test = datamodule.data.test
         name = f"task model T_f(u) ({Path(run).parent.name}/{Path(run).name})"
@@ -102,10 +89,10 @@ def report_knowledge(
         from alvae_pl.models.encoder_checkpoint import features_from_checkpoint
 
         vae = Path(vae)
-        config = vae.parent.parent / "config.yaml"
+        config = vae.parent.parent / CONFIG_FILENAME
         if not config.is_file():
             raise FileNotFoundError(f"{config} is missing: pass the last.ckpt of a VAE run written by train.py")
-        datamodule = _rebuild(config).datamodule
+        datamodule = rebuild_run(config).datamodule
         test = datamodule.data.test
         if targets is not None and not np.array_equal(test.targets.numpy(), targets):
             raise ValueError(f"the VAE at {vae} was trained on other data than the run {run}: pass a matching pair")

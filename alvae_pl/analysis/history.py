@@ -22,8 +22,8 @@ import numpy as np
 
 from alvae_pl.atomic_files import write_csv
 from alvae_pl.callbacks.run_records import HISTORY_COLUMNS
+from alvae_pl.run_folder import HISTORY_FILENAME
 
-HISTORY_FILENAME = "history.csv"
 # Counts are kept as integers so that label counts can be matched across runs exactly.
 INTEGER_COLUMNS: tuple[str, ...] = ("round", "labels", "epochs")
 REQUIRED_COLUMNS: tuple[str, ...] = ("round", "labels")

@@ -13,16 +13,11 @@ on its labeled set. In a multi-round run that is the final round's model and its
 
 from __future__ import annotations
 
-import inspect
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from lightning import Trainer
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -39,15 +34,9 @@ from alvae_pl.analysis.tsne_figure import (
 )
 from alvae_pl.atomic_files import write_csv
 from alvae_pl.data.datamodule import ActiveDataModule
+from alvae_pl.finished_run import load_finished_run
 from alvae_pl.models.encoder_checkpoint import features_from_checkpoint
 from alvae_pl.models.task_model import TaskModel
-
-#: Callback state key prefix of the active-learning loop in a Lightning checkpoint.
-LOOP_STATE_KEY = "ActiveLearningLoop"
-#: DataModule state key in a Lightning checkpoint (the class name).
-DATAMODULE_STATE_KEY = "ActiveDataModule"
-# Trainer.fit's parameters that are not config keys: everything else (ckpt_path...) is dropped from config.yaml.
-_FIT_INPUTS = {"self", "model", "train_dataloaders", "val_dataloaders", "datamodule"}
 
 
 @dataclass(frozen=True)
@@ -71,79 +60,6 @@ class SelectionComparison:
     combined_selected: np.ndarray
     figure: Figure
     path: Path
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    # weights_only=False: the checkpoint holds the loop's history (plain dicts) and hyper-parameters; it is the
-    # user's own run, written by this program.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint; pass a run folder written by train.py")
-    return checkpoint
-
-
-def _loop_state(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if key.split("{")[0] == LOOP_STATE_KEY:
-            return state
-    raise ValueError(f"{path} holds no active-learning loop state; pass the run folder of a task run")
-
-
-def runnable_config(config_path: Path) -> dict[str, Any]:
-    """A run's saved ``config.yaml``, ready to rebuild its model and data in this process: Trainer.fit's own
-    arguments (``ckpt_path``...), which a parser without subcommands rejects, are dropped, and the trainer is one
-    process's, without a logger (only the model and the data are wanted)."""
-    config = yaml.safe_load(config_path.read_text())
-    for name in inspect.signature(Trainer.fit).parameters:
-        if name not in _FIT_INPUTS:
-            config.pop(name, None)
-    config.setdefault("trainer", {}).update(logger=False, devices=1, num_nodes=1, strategy="auto")
-    return config
-
-
-def load_finished_run(run: str | Path) -> tuple[TaskModel, ActiveDataModule]:
-    """The trained task model and the pool of a finished run, rebuilt from its ``config.yaml`` and ``last.ckpt``.
-
-    Args:
-        run: a run folder ``<save_dir>/<name>/<version>`` holding ``config.yaml`` and ``checkpoints/last.ckpt``.
-
-    Returns:
-        ``(model in eval mode on the CPU, datamodule with the run's labeled set)``.
-
-    Raises:
-        FileNotFoundError: the folder lacks either file.
-        ValueError: not a task run, or the run is not finished (its weights would be the round-0 reset).
-    """
-    run = Path(run)
-    config_path, checkpoint_path = run / "config.yaml", run / "checkpoints" / "last.ckpt"
-    for path in (config_path, checkpoint_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; pass the folder of a finished train.py run")
-    checkpoint = _load_checkpoint(checkpoint_path)
-    loop = _loop_state(checkpoint, checkpoint_path)
-    if not loop.get("finished", False):
-        history = loop.get("history") or []
-        raise ValueError(
-            f"the run in {run} is not finished ({len(history)} round(s) recorded): its checkpoint holds weights reset "
-            "for the next round. Finish it (`--ckpt_path=last`) or train a single round, e.g. "
-            "--data.initial_labels=1000 --active.max_labels=1000"
-        )
-    if DATAMODULE_STATE_KEY not in checkpoint:
-        raise ValueError(f"{checkpoint_path} lacks the pool state {DATAMODULE_STATE_KEY!r}; pass a train.py run")
-
-    from alvae_pl.cli import main
-
-    with warnings.catch_warnings():
-        # LightningCLI warns when given args while sys.argv has some too: here they are experiment.py's own.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = main(["--config", yaml.safe_dump(runnable_config(config_path))], run=False)
-    model, datamodule = cli.model, cli.datamodule
-    if not isinstance(model, TaskModel):
-        raise ValueError(f"{run} is a {type(model).__name__} run; pass the folder of a task-model run")
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    datamodule.load_state_dict(checkpoint[DATAMODULE_STATE_KEY])
-    return model, datamodule
 
 
 @torch.no_grad()

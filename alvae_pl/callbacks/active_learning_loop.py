@@ -31,6 +31,7 @@ from alvae_pl.data.datamodule import ActiveDataModule
 from alvae_pl.models.task_model import TaskModel
 from alvae_pl.oracles.oracle import Oracle, Query, SimulatedOracle
 from alvae_pl.round_model import save_round_model
+from alvae_pl.run_folder import HISTORY_FILENAME, LABELED_FILENAME
 from alvae_pl.run_status import write_run_status
 from alvae_pl.seeding import ACQUISITION_STREAM, START_STREAM, derive_seed
 from alvae_pl.stopping import StopMeasures, StoppingRule, first_stop, rows_to_columns
@@ -455,10 +456,10 @@ class ActiveLearningLoop(Callback):
         if not trainer.is_global_zero:
             return
         folder = self._run_folder
-        write_csv_atomically(folder / "history.csv", history_columns(self.history), self.history)
+        write_csv_atomically(folder / HISTORY_FILENAME, history_columns(self.history), self.history)
         pool = trainer.datamodule.pool
         columns, rows = labeled_table(trainer.datamodule, self.scores)
-        write_csv_atomically(folder / "labeled.csv", columns, rows)
+        write_csv_atomically(folder / LABELED_FILENAME, columns, rows)
         status = "finished" if self.finished else "waiting_for_labels" if self.pending is not None else "training"
         stopped = {"stopped_by": self.stop_reason} if self.stop_reason is not None else {}
         write_run_status(folder, status, rounds_done=len(self.history), labels=pool.num_labeled, **stopped)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alvae_pl.analysis.history import HISTORY_FILENAME, load_history
+from alvae_pl.analysis.history import load_history
 from alvae_pl.cli import EXIT_WAITING_FOR_LABELS
 from alvae_pl.experiments.experiment import Experiment, VaeRun
 from alvae_pl.experiments.jobs import (
@@ -26,6 +26,7 @@ from alvae_pl.experiments.jobs import (
     vae_command,
     vae_run_state,
 )
+from alvae_pl.run_folder import HISTORY_FILENAME, LOG_FILENAME
 from alvae_pl.run_lock import RunFolderBusy, live_owner
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -33,7 +34,6 @@ TRAIN_SCRIPT = REPOSITORY / "train.py"
 #: Lines of a failed run's output quoted in the error.
 TAIL_LINES = 25
 #: Training output of each run, appended to at every attempt, in the run folder.
-LOG_FILENAME = "train.log"
 
 
 class RunFailed(RuntimeError):

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from alvae_pl.cli import RUN_RECORDS
 from alvae_pl.experiments.experiment import Experiment, VaeRun, Variant, settings_arguments
 from alvae_pl.experiments.train_config import config_arguments
+from alvae_pl.run_folder import CHECKPOINT_PATH, records_in
 from alvae_pl.run_lock import live_owner
 from alvae_pl.run_status import read_run_status
 
@@ -86,7 +86,7 @@ def _state(folder: Path, checkpoint: Path) -> RunState:
 def task_run_state(folder: Path) -> RunState:
     """``running`` (a live process holds the folder's lock), ``finished`` (the run's ``run_status.json`` says so),
     ``resume`` (a readable ``last.ckpt`` to resume from), ``failed`` (an unreadable one) or ``start``."""
-    return _state(folder, folder / "checkpoints" / "last.ckpt")
+    return _state(folder, folder / CHECKPOINT_PATH)
 
 
 def vae_run_state(vae: VaeRun) -> RunState:
@@ -97,7 +97,7 @@ def vae_run_state(vae: VaeRun) -> RunState:
 def _resume(folder: Path) -> list[str]:
     """``--ckpt_path=last`` where an earlier attempt left records (what ``train.py`` refuses to start over), none
     for a fresh run (where Lightning would warn that there is no checkpoint to load)."""
-    return ["--ckpt_path=last"] if any((folder / name).exists() for name in RUN_RECORDS) else []
+    return ["--ckpt_path=last"] if records_in(folder) else []
 
 
 def task_command(experiment: Experiment, job: Job, launcher: Sequence[str]) -> list[str]:

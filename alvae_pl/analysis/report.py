@@ -15,6 +15,8 @@
                                         (each .md with a .csv beside it; see ``comparisons``)
     <folder>/stopping.md                where each stopping rule would have ended each run (labels saved, metric
                                         lost; :mod:`alvae_pl.analysis.stopping`), and ``stopping.csv``
+    <folder>/class_balance.md           which classes each variant's rounds asked for, from the runs' labeled.csv
+                                        (:mod:`alvae_pl.analysis.acquired_classes`), and ``class_balance.csv``
     <folder>/report.md                  all tables and figures in one page
     <folder>/events.out.tfevents.*      the figures and tables for TensorBoard (``tensorboard --logdir <folder>``)
 """
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alvae_pl.analysis.acquired_classes import class_balance_markdown, class_balance_table, write_class_balance_csv
 from alvae_pl.analysis.comparisons import Sections, write_sections
 from alvae_pl.analysis.critical_difference import Blocks
 from alvae_pl.analysis.curves import figure_to_tensorboard, plot_curves
@@ -59,6 +62,7 @@ class Report:
         skipped: metric -> why it has no figure or table.
         sections: metric -> label efficiency, penalty matrix and ranks (:mod:`~alvae_pl.analysis.comparisons`).
         stopping_markdown: the stopping rules' table (empty before :func:`write_report` fills it).
+        class_balance_markdown: the classes each variant acquired (empty when no run has a ``labeled.csv``).
     """
 
     folder: Path
@@ -69,6 +73,7 @@ class Report:
     skipped: dict[str, str] = field(default_factory=dict)
     sections: dict[str, Sections] = field(default_factory=dict)
     stopping_markdown: str = ""
+    class_balance_markdown: str = ""
 
 
 def filter_runs(runs: Runs, variants: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> Runs:
@@ -190,6 +195,11 @@ def write_report(
     report.stopping_markdown = stopping_markdown(stops)
     atomic_write_text(folder / "stopping.md", report.stopping_markdown)
     write_stopping_csv(stops, folder / "stopping.csv")
+    balance = class_balance_table(runs)
+    if balance:
+        report.class_balance_markdown = class_balance_markdown(balance)
+        atomic_write_text(folder / "class_balance.md", report.class_balance_markdown)
+        write_class_balance_csv(balance, folder / "class_balance.csv")
     atomic_write_text(folder / "report.md", _report_page(runs, report, baseline, title))
     return report
 
@@ -213,6 +223,8 @@ def _report_page(runs: Runs, report: Report, baseline: str, title: str | None) -
             lines += report.sections[metric].page_lines()
         elif metric in report.skipped:
             lines += [f"No table: {report.skipped[metric]}.", ""]
+    if report.class_balance_markdown:
+        lines += ["## Classes acquired", "", report.class_balance_markdown]
     if report.stopping_markdown:
         lines += ["## Stopping rules", "", report.stopping_markdown]
     return "\n".join(lines)

@@ -282,3 +282,29 @@ def test_a_lab_run_through_the_store_equals_one_in_memory(tmp_path: Path, monkey
     assert read_csv(stored / "labeled.csv") == read_csv(memory / "labeled.csv")
     assert without_timings(read_csv(stored / "history.csv")) == without_timings(read_csv(memory / "history.csv"))
     assert [row["labels"] for row in read_csv(stored / "history.csv")] == ["30", "60", "90"]
+
+
+def test_an_edited_labels_file_reuses_the_store_with_the_new_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More labels (or a corrected one) in the lab's labels file: the next run reads its targets from the file and
+    the pixels from the store, decoding no image again; a renamed file still rebuilds (its pixels may differ)."""
+    _lab(tmp_path, color_images=2)
+    source = _source(tmp_path, "grayscale")
+    load_through_store(source, tmp_path / "store", memory_cap_gb=0, progress=False)
+    written = (tmp_path / "store" / "train_images.npy").stat().st_mtime_ns
+    (tmp_path / "labels.csv").write_text("file,label\na.png,dog\nsub dir/ü 2.png,dog\nx/b.png,cat\n")
+    in_memory = source.load()
+    with monkeypatch.context() as patch:
+        patch.setattr(folder_module, "_read_image", lambda *args: pytest.fail("an image was read again"))
+        stored = load_through_store(source, tmp_path / "store", memory_cap_gb=0, progress=False)
+    _assert_same(stored, in_memory)
+    names, targets = stored.train_files, stored.train.targets.tolist()
+    labels = {name: target for name, target in zip(names, targets, strict=True) if target >= 0}
+    assert labels == {"a.png": 1, "sub dir/ü 2.png": 1, "x/b.png": 0}  # cat 0, dog 1
+    assert (tmp_path / "store" / "train_images.npy").stat().st_mtime_ns == written
+
+    (tmp_path / "images" / "x" / "b.png").rename(tmp_path / "images" / "x" / "b2.png")
+    (tmp_path / "labels.csv").write_text("file,label\na.png,dog\nsub dir/ü 2.png,dog\n")
+    with pytest.raises(ValueError, match="built from other source settings"):
+        load_through_store(source, tmp_path / "store", memory_cap_gb=0, progress=False)

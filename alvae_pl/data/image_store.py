@@ -40,8 +40,9 @@ from alvae_pl.data.image_data import ImageData, ImageSplit, TaskKind
 if TYPE_CHECKING:
     from alvae_pl.data.sources.base import ImageSource
 
-#: The layout written by this version; a store of another layout is rebuilt.
-STORE_FORMAT = 1
+#: The layout written by this version; a store of another layout is rebuilt. (2: a planned source's fingerprint
+#: covers its files, not its targets, which are read from the source every time.)
+STORE_FORMAT = 2
 #: The file that describes a store and records how far its build got.
 META_FILE = "store.json"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -370,8 +371,13 @@ class ImageStore:
 
     # ------------------------------------------------------------------ reading
 
-    def open(self) -> ImageData:
+    def open(self, plan: StorePlan | None = None) -> ImageData:
         """The finished store as an :class:`ImageData` whose images are memory-mapped (not read into memory).
+
+        Args:
+            plan: the plan of the source the store was built from, if it plans its rows: its targets, task and
+                class names are the ones used (a lab's labels file may have changed since the build; the pixels
+                have not, or the fingerprint would differ); without it, those the store recorded.
 
         Raises:
             ValueError: the store is not complete, or was built from other source settings.
@@ -386,7 +392,11 @@ class ImageStore:
             # Copy-on-write: the array is writable (torch wants that) but a write would stay in this process's memory,
             # never reaching the file; nothing here writes to images.
             images = np.load(self.folder / f"{split}_images.npy", mmap_mode="c")
-            targets = torch.from_numpy(np.load(self.folder / f"{split}_targets.npy"))
+            targets = (
+                plan.targets[split]
+                if plan is not None
+                else torch.from_numpy(np.load(self.folder / f"{split}_targets.npy"))
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 splits[split] = ImageSplit(images=torch.from_numpy(images), targets=targets)
@@ -398,22 +408,22 @@ class ImageStore:
             train=splits["train"],
             val=splits["val"],
             test=splits["test"],
-            task=meta["task"],
-            class_names=tuple(meta["class_names"]),
+            task=plan.task if plan is not None else meta["task"],
+            class_names=tuple(plan.class_names if plan is not None else meta["class_names"]),
             **files,
         )
 
 
 def source_fingerprint(source: object, plan: StorePlan | None = None) -> dict[str, Any]:
-    """What identifies a source's data: its class and settings, and (for a source that plans its rows) a digest of
-    its targets and file names, so that a folder whose files changed is not read from a store of the old ones."""
+    """What identifies a source's pixels: its class and settings, and (for a source that plans its rows) its rows per
+    split and a digest of its file names, so that a folder whose files changed is not read from a store of the old
+    ones. Not its targets: a labels file edited between runs (more labels, a corrected one) reuses the store, whose
+    :meth:`ImageStore.open` then takes the targets from the plan."""
     cls = type(source)
     settings = {key: value for key, value in vars(source).items() if not key.startswith("_")}
     fingerprint: dict[str, Any] = {"source": f"{cls.__module__}.{cls.__qualname__}", **settings}
     if plan is not None:
         digest = hashlib.sha256()
-        for split in SPLITS:
-            digest.update(plan.targets[split].numpy().tobytes())
         for split in SPLITS:
             digest.update("\n".join(plan.files.get(split, ())).encode() + b"\0")
         fingerprint["rows"] = {split: len(plan.targets[split]) for split in SPLITS}
@@ -435,12 +445,12 @@ def load_through_store(
     plan = planned[0] if planned is not None else None
     store = ImageStore(folder, source_fingerprint(source, plan))
     if store.complete:
-        return store.open()
+        return store.open(plan)
     if plan is not None:
         if plan.nbytes <= memory_cap_gb * 2**30:
             return source.load()
         store.build(plan, planned[1], progress=progress)
-        return store.open()
+        return store.open(plan)
     data = source.load()
     if plan_of(data).nbytes <= memory_cap_gb * 2**30:
         return data

@@ -91,6 +91,8 @@ def test_corrections_are_read_checked_and_restored_with_the_datamodule(tmp_path:
     assert [files[p] for p in found.positions.tolist()] == [a, c]
     assert found.targets.tolist() == [int(_other_class(truth[a])), int(_other_class(_other_class(truth[c])))]
 
+    _write(path, ["file", "label"], [])
+    assert len(read_corrections(path, datamodule).positions) == 0  # just a header
     for rows, message in [
         ([[a, "seven"]], f"{path} line 2: unknown class 'seven' for {a}"),
         ([[a, "1"], [b, "2"], [a, "3"]], f"{path} line 4: {a} is already in line 2; keep one row per image"),

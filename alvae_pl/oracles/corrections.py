@@ -64,6 +64,8 @@ def read_corrections(path: Path, datamodule: ActiveDataModule) -> Answers:
             )
         positions.append(where[name])
     positions = torch.tensor(positions, dtype=torch.int64)
+    if len(positions) == 0:  # just a header: nothing to correct
+        return Answers(positions=positions, targets=labels.targets)
     held = datamodule.pool_targets(positions).cpu()
     changed = (held != labels.targets).reshape(len(positions), -1).any(dim=1)
     return Answers(positions=positions[changed], targets=labels.targets[changed])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -266,3 +267,36 @@ def test_a_killed_continuation_resumes_to_the_same_corrected_records_and_never_r
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["ActiveDataModule"]
     assert len(state["corrected_positions"]) == 1
     assert _digest([run / "corrections.csv", *sorted(run.glob("query_round_*.csv"))]) == written
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+@pytest.mark.timeout(600)
+def test_under_ddp_every_rank_trains_on_the_corrections(tmp_path: Path) -> None:
+    lab = write_digits_folder(tmp_path / "lab", initial_labels=30)
+    key = lab / "answer_key.csv"
+    truth = {row["file"]: row["label"] for row in read_csv(key)}
+    run = tmp_path / "human" / "lab_digits" / "run"
+    human = _arguments(lab, tmp_path / "human", "--active.heuristic=Margin", "--active.max_labels=60")
+    main(human)  # round 0 in this process; round 1 continues under DDP
+    _fill_in_place(run / "query_round_1.csv", key)
+    initial = [row["file"] for row in read_csv(run / "labeled.csv")]
+    fixed = {name: _other_class(truth[name]) for name in initial[:2]}
+    _write(run / "corrections.csv", ["file", "label"], [[name, label] for name, label in fixed.items()])
+
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(
+        "trainer:\n  callbacks:\n    - class_path: tests.helpers.target_probe.TargetProbe\n"
+        f"      init_args: {{folder: {tmp_path / 'served'}}}\n"
+    )
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--config", str(probe)]
+    environment = dict(os.environ, PYTHONPATH=str(REPOSITORY))
+    command = [sys.executable, str(REPOSITORY / "train.py"), *human, *ddp]
+    done = subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    served = [json.loads((tmp_path / "served" / f"rank_{rank}.json").read_text()) for rank in (0, 1)]
+    assert served[0] == served[1] and len(served[0]) == 60
+    assert {name: str(served[0][name]) for name in fixed} == fixed
+    labeled = {row["file"]: row for row in read_csv(run / "labeled.csv")}
+    assert all(labeled[name]["label"] == label and labeled[name]["origin"] == "correction in round 1"
+               for name, label in fixed.items())  # fmt: skip

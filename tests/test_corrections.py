@@ -230,43 +230,60 @@ def test_a_correction_takes_effect_in_the_next_round_and_bad_ones_change_nothing
 
 
 @pytest.mark.slow
-def test_a_killed_continuation_resumes_to_the_same_corrected_records_and_never_reapplies(tmp_path: Path) -> None:
+def test_a_killed_continuation_resumes_to_the_same_corrected_records_and_never_reapplies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lab = write_digits_folder(tmp_path / "lab", initial_labels=30)
     key = lab / "answer_key.csv"
     truth = {row["file"]: row["label"] for row in read_csv(key)}
     run = tmp_path / "human" / "lab_digits" / "run"
-    human = _arguments(lab, tmp_path / "human", "--active.heuristic=Margin", "--active.max_labels=90")
+    # Rounds of 1, 2 and 3 epochs, a checkpoint after every epoch: round 1 can be killed in its middle.
+    schedule = ["--active.max_labels=90", "--active.epochs_increment=1", "--checkpoint.min_interval=0"]
+    human = _arguments(lab, tmp_path / "human", "--active.heuristic=Margin", *schedule)
     main(human)
     _fill_in_place(run / "query_round_1.csv", key)
     initial = [row["file"] for row in read_csv(run / "labeled.csv")]
     fixed = {initial[0]: _other_class(truth[initial[0]])}
-    _write(run / "corrections.csv", ["file", "label"], [[initial[0], fixed[initial[0]]]])
+    corrections = run / "corrections.csv"
+    _write(corrections, ["file", "label"], [[initial[0], fixed[initial[0]]]])
 
-    # Killed while round 1's checkpoint is assembled: the records of round 1 are written, last.ckpt is the paused one.
-    switch = tmp_path / "kill.yaml"
-    switch.write_text(kill_switch_config("{at_checkpoint_of_epoch: 1}"))
-    environment = dict(os.environ, PYTHONPATH=str(REPOSITORY))
-    command = [sys.executable, str(REPOSITORY / "train.py"), *human, "--config", str(switch)]
-    killed = subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=600)
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    def killed_at_checkpoint_of_epoch(epoch: int) -> None:
+        switch = tmp_path / "kill.yaml"
+        switch.write_text(kill_switch_config(f"{{at_checkpoint_of_epoch: {epoch}}}"))
+        environment = dict(os.environ, PYTHONPATH=str(REPOSITORY))
+        command = [sys.executable, str(REPOSITORY / "train.py"), *human, "--config", str(switch)]
+        killed = subprocess.run(command, cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=600)
+        assert killed.returncode == -9, killed.stderr[-3000:]
+
+    # Killed after the correction was applied, before any checkpoint held it: last.ckpt is still the paused one.
+    killed_at_checkpoint_of_epoch(1)
+    assert read_csv(run / "labeled.csv")[0]["label"] == fixed[initial[0]]  # written when it was applied
+    # Continued, and killed again at round 1's end: its records are written, last.ckpt is of round 1's first epoch.
+    killed_at_checkpoint_of_epoch(2)
     records = {name: without_timings(read_csv(run / name)) for name in ("labeled.csv", "history.csv")}
     assert records["labeled.csv"][0]["label"] == fixed[initial[0]]
+    assert [row["labels"] for row in records["history.csv"]] == ["30", "60"]
 
-    main(human)  # resumed: the same answers and the same correction, applied once, give the same records
+    # A new correction while the run is in the middle of round 1: held back, with a warning, until round 2.
+    fixed[initial[1]] = _other_class(truth[initial[1]])
+    _write(corrections, ["file", "label"], [[name, label] for name, label in fixed.items()])
+    with pytest.warns(UserWarning, match="corrections of 1 label are not applied now: the run resumed in the middle"):
+        main(human)  # resumed mid-round: the same answers and correction, applied once, give the same records
     assert {name: without_timings(read_csv(run / name)) for name in records} == records
+    assert "Round 2 waits for labels" in capsys.readouterr().err
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["ActiveDataModule"]
     assert len(state["corrected_positions"]) == 1
 
     _fill_in_place(run / "query_round_2.csv", key)
-    written = _digest([run / "corrections.csv", *sorted(run.glob("query_round_*.csv"))])
-    main(human)  # round 2: the correction is kept, not applied again (still "in round 1")
+    written = _digest([corrections, *sorted(run.glob("query_round_*.csv"))])
+    main(human)  # round 2 trains on both corrections; the first is kept, not applied again (still "in round 1")
     labeled = read_csv(run / "labeled.csv")
     assert [row["label"] for row in labeled] == [fixed.get(row["file"], truth[row["file"]]) for row in labeled]
-    assert labeled[0]["origin"] == "correction in round 1"
+    assert [row["origin"] for row in labeled[:3]] == ["correction in round 1", "correction in round 2", "labels file"]
     assert [row["labels"] for row in read_csv(run / "history.csv")] == ["30", "60", "90"]
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["ActiveDataModule"]
-    assert len(state["corrected_positions"]) == 1
-    assert _digest([run / "corrections.csv", *sorted(run.glob("query_round_*.csv"))]) == written
+    assert len(state["corrected_positions"]) == 2
+    assert _digest([corrections, *sorted(run.glob("query_round_*.csv"))]) == written
 
 
 @pytest.mark.slow

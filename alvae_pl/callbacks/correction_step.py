@@ -51,13 +51,15 @@ def apply_corrections(trainer: L.Trainer, run_folder: Path, round_index: int, he
         return 0
     if value is None or len(value.positions) == 0:
         return 0
+    count = len(value.positions)
+    labels = f"{count} label{'s' if count > 1 else ''}"
     if held_back is not None:
-        rank_zero_warn(f"{path}: {len(value.positions)} corrections are not applied now: {held_back}")
+        rank_zero_warn(f"{path}: corrections of {labels} are not applied now: {held_back}")
         return 0
     datamodule.correct(value.positions, value.targets)
     datamodule.pool.correct(value.positions, round_index)
-    rank_zero_info(f"Corrected {len(value.positions)} labels from {path}: round {round_index} trains on them")
-    return len(value.positions)
+    rank_zero_info(f"Corrected {labels} from {path}: round {round_index} trains on them")
+    return count
 
 
 def warn_of_edited_queries(trainer: L.Trainer, run_folder: Path, last_round: int) -> None:

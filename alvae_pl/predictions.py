@@ -161,6 +161,7 @@ def prediction_table(
     pool = datamodule.pool
     labeled_at = {p: i for i, p in enumerate(pool.labeled.tolist())}
     rounds, origins = pool.labeled_rounds.tolist(), pool.labeled_origins.tolist()
+    origin_rounds = pool.origin_rounds.tolist()  # the round a correction was made in, for a corrected label
     files = {"pool": datamodule.pool_files, "val": data.val_files, "test": data.test_files}
     with_files = any(files[split] is not None for split in outputs)
     columns = ["split", "index", *(["file"] if with_files else []), "predicted", *[f"p_{n}" for n in names]]
@@ -181,7 +182,8 @@ def prediction_table(
                 row |= {"label": target_text(target, data.task, names), "origin": f"{split} labels"}
             elif index in labeled_at:
                 at = labeled_at[index]
-                row |= {"label": target_text(target, data.task, names), "origin": origin_text(origins[at], rounds[at])}
+                origin = origin_text(origins[at], origin_rounds[at])
+                row |= {"label": target_text(target, data.task, names), "origin": origin}
                 row["round"] = rounds[at]
             row["score"] = scores.get(index, math.nan) if split == "pool" else math.nan
             rows.append(row)

@@ -9,6 +9,7 @@ One ``train.py fit`` run writes into ``<save_dir>/<name>/<version>/`` (its logge
     checkpoints/last.ckpt    the one checkpoint, replaced atomically (RunCheckpoint)
     round_model.pt           the weights that chose a waiting run's open query (alvae_pl.round_model)
     query_round_<r>.csv      a human oracle's open query, its contact sheet and answers (alvae_pl.oracles)
+    corrections.csv          an expert's corrections of earlier labels, written by the expert only (alvae_pl.oracles)
     predictions.csv          ``train.py predict`` (alvae_pl.predictions)
     train.log                the run's output, when the experiment runner started it
     events.out.tfevents.*    TensorBoard curves, ``al/*`` against the number of labels

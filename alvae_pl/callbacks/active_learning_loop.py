@@ -16,6 +16,7 @@ from alvae_pl.acquisition.feature_space import FeatureSpace
 from alvae_pl.acquisition.heuristic import Heuristic
 from alvae_pl.acquisition.random_sampling import RandomSampling
 from alvae_pl.callbacks.acquisition_step import acquire, settle
+from alvae_pl.callbacks.correction_step import apply_corrections, warn_of_edited_queries
 from alvae_pl.callbacks.label_aware_retraining import LabelAwareRetraining
 from alvae_pl.callbacks.query_predictions import with_predictions
 from alvae_pl.callbacks.round_evaluation import evaluate_splits, recompute_batch_norm_on_labeled
@@ -187,6 +188,8 @@ class ActiveLearningLoop(Callback):
         self.round_index = 0
         self.round_start_epoch = 0
         self.round_train_seconds = 0.0
+        #: Epochs of the current round trained so far (0 at a round's start, where corrections may take effect).
+        self.round_epochs_done = 0
         self.finished = False
         self.history: list[dict[str, float | int]] = []
         self.scores = torch.empty(0)
@@ -299,9 +302,30 @@ class ActiveLearningLoop(Callback):
             self._choose_initial_labels(trainer, pl_module)
             return
         # Continuing a run that waited for labels: the checkpoint (restored by now) holds the open query. Asked
-        # here, before the first train loader of this process is built, so that the round trains on the answers.
-        if self.pending is not None and self._settle(trainer):
+        # here, before the first train loader of this process is built, so that the round trains on the answers,
+        # and on the expert's corrections of earlier labels.
+        settled = self.pending is not None and self._settle(trainer)
+        corrected = 0
+        if self.history:  # a continued run: what the expert changed since
+            warn_of_edited_queries(trainer, self._run_folder, self.round_index - (self.pending is not None))
+            corrected = self._correct(trainer) if self.pending is None else 0  # waiting: read with the answers
+        if settled or corrected:
             self.write_records(trainer)
+
+    def _correct(self, trainer: L.Trainer) -> int:
+        """The expert's corrections (:func:`~alvae_pl.callbacks.correction_step.apply_corrections`) for the round this
+        continued run trains next; held back, with a warning, where they cannot take effect now."""
+        held_back = None
+        if self.finished:
+            held_back = "the run has finished"
+        elif not self.oracle.takes_corrections:
+            held_back = f"{type(self.oracle).__name__} takes no corrections"
+        elif self.round_epochs_done:
+            held_back = (
+                f"the run resumed in the middle of round {self.round_index}; they take effect when it is continued "
+                "after that round"
+            )
+        return apply_corrections(trainer, self._run_folder, self.round_index, held_back)
 
     def _choose_initial_labels(self, trainer: L.Trainer, model: TaskModel) -> None:
         """A cold start: ``start`` picks the first images, the oracle labels them as round 0's labels. A human oracle
@@ -342,6 +366,7 @@ class ActiveLearningLoop(Callback):
         train_accuracy = pl_module.train_epoch_metrics().get("train/accuracy", math.nan)
         self.round_train_seconds += time.perf_counter() - self._epoch_started
         epochs_done = trainer.current_epoch - self.round_start_epoch + 1
+        self.round_epochs_done = epochs_done
         reached = self.train_accuracy_target is not None and train_accuracy >= self.train_accuracy_target
         if epochs_done < self.round_epochs(self.round_index) and not reached:
             return
@@ -407,6 +432,7 @@ class ActiveLearningLoop(Callback):
         self.round_index += 1
         self.round_start_epoch = trainer.current_epoch + 1
         self.round_train_seconds = 0.0
+        self.round_epochs_done = 0
         self.label_aware.next_round()
         if self.pending is not None:  # waiting for the oracle: stop after this epoch's checkpoint
             trainer.should_stop = True
@@ -474,6 +500,7 @@ class ActiveLearningLoop(Callback):
             "round_index": self.round_index,
             "round_start_epoch": self.round_start_epoch,
             "round_train_seconds": self.round_train_seconds,
+            "round_epochs_done": self.round_epochs_done,
             "finished": self.finished,
             "history": [dict(row) for row in self.history],
             "scores": self.scores.clone(),
@@ -494,6 +521,7 @@ class ActiveLearningLoop(Callback):
         self.round_index = state_dict["round_index"]
         self.round_start_epoch = state_dict["round_start_epoch"]
         self.round_train_seconds = state_dict["round_train_seconds"]
+        self.round_epochs_done = state_dict.get("round_epochs_done", 0)  # absent from checkpoints before corrections
         self.finished = state_dict["finished"]
         self.history = [dict(row) for row in state_dict["history"]]
         self.scores = state_dict["scores"].clone()

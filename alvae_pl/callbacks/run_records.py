@@ -93,12 +93,13 @@ def labeled_table(datamodule: ActiveDataModule, scores: Tensor) -> tuple[tuple[s
     labels = label_cells(datamodule.pool_targets(labeled).cpu(), data.task, data.class_names)
     files = datamodule.pool_files
     rows = []
-    for p, r, o, s, cells in zip(
-        labeled.tolist(), pool.labeled_rounds.tolist(), pool.labeled_origins.tolist(), padded, labels, strict=True
+    origins = zip(pool.labeled_origins.tolist(), pool.origin_rounds.tolist(), strict=True)
+    for p, r, (o, at), s, cells in zip(
+        labeled.tolist(), pool.labeled_rounds.tolist(), origins, padded, labels, strict=True
     ):
         row: dict[str, Any] = {"round": r, "pool_index": p, "dataset_index": int(pool.dataset_indices[p]), "score": s}
         if files is not None:  # images read from files: name each, for the people who label them
             row[FILE_COLUMN] = files[p]
-        rows.append(row | cells | {ORIGIN_COLUMN: origin_text(o, r)})
+        rows.append(row | cells | {ORIGIN_COLUMN: origin_text(o, at)})
     names = (FILE_COLUMN,) if files is not None else ()
     return (*LABELED_COLUMNS, *names, *label_columns(data.task, data.class_names), ORIGIN_COLUMN), rows

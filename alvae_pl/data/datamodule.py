@@ -90,6 +90,10 @@ class ActiveDataModule(L.LightningDataModule):
         # lab's source reloads only the labels its file held at the start.
         self._revealed_positions = torch.empty(0, dtype=torch.int64)
         self._revealed_targets = torch.empty(0, dtype=torch.int64)
+        # An expert's corrections of labels already given (pool positions [c], targets [c] or [c, K]), in the order
+        # they were applied: checkpointed like the revealed labels, and applied after them.
+        self._corrected_positions = torch.empty(0, dtype=torch.int64)
+        self._corrected_targets = torch.empty(0, dtype=torch.int64)
         self._defer_initial = False
 
     @cached_property
@@ -154,6 +158,20 @@ class ActiveDataModule(L.LightningDataModule):
 
     def reveal(self, positions: Tensor, targets: Tensor) -> None:
         """Record labels an oracle gave for pool positions ``[n]``: targets int64 ``[n]`` or ``[n, K]``."""
+        positions, targets = self._set_targets(positions, targets)
+        self._revealed_positions = torch.cat([self._revealed_positions, positions])
+        self._revealed_targets = torch.cat([self._revealed_targets.view(-1, *targets.shape[1:]), targets])
+
+    def correct(self, positions: Tensor, targets: Tensor) -> None:
+        """Replace the labels of labeled pool positions ``[c]`` (distinct) by an expert's corrections: targets int64
+        ``[c]`` or ``[c, K]``. The next train loader serves them; the pool records the correction's round
+        (:meth:`LabelPool.correct`)."""
+        positions, targets = self._set_targets(positions, targets)
+        self._corrected_positions = torch.cat([self._corrected_positions, positions])
+        self._corrected_targets = torch.cat([self._corrected_targets.view(-1, *targets.shape[1:]), targets])
+
+    def _set_targets(self, positions: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Writes targets ``[n]``/``[n, K]`` of distinct pool positions ``[n]`` into the data and the served copy."""
         positions = torch.as_tensor(positions, dtype=torch.int64).cpu()
         targets = torch.as_tensor(targets, dtype=torch.int64).cpu()
         rows = self.pool.dataset_indices[positions]
@@ -161,8 +179,7 @@ class ActiveDataModule(L.LightningDataModule):
         if self._served is not None and self._served.train is not self.data.train:
             served = self._served.train.targets
             served[rows.to(served.device)] = targets.to(served.device)
-        self._revealed_positions = torch.cat([self._revealed_positions, positions])
-        self._revealed_targets = torch.cat([self._revealed_targets.view(-1, *targets.shape[1:]), targets])
+        return positions, targets
 
     @property
     def num_classes(self) -> int:
@@ -250,6 +267,8 @@ class ActiveDataModule(L.LightningDataModule):
             "pool": self.pool.state_dict(),
             "revealed_positions": self._revealed_positions.clone(),
             "revealed_targets": self._revealed_targets.clone(),
+            "corrected_positions": self._corrected_positions.clone(),
+            "corrected_targets": self._corrected_targets.clone(),
             "initial_targets": self.pool_targets(self._initial_positions()),
         }
 
@@ -259,17 +278,23 @@ class ActiveDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pool.load_state_dict(state_dict["pool"])
         saved = state_dict.get("initial_targets")  # absent from checkpoints of earlier releases
-        # Initial labels an oracle gave (a cold start's) come back with the revealed labels below: compare only those
-        # a labels file or the data set itself gives.
-        given = ~torch.isin(
-            self._initial_positions(), state_dict.get("revealed_positions", torch.empty(0, dtype=torch.int64))
-        )
+        # Initial labels an oracle gave (a cold start's) or an expert corrected come back with the revealed and
+        # corrected labels below: compare only those a labels file or the data set itself gives.
+        none = torch.empty(0, dtype=torch.int64)
+        restored = torch.cat([state_dict.get("revealed_positions", none), state_dict.get("corrected_positions", none)])
+        given = ~torch.isin(self._initial_positions(), restored)
         if saved is not None and not torch.equal(saved[given], self.pool_targets(self._initial_positions()[given])):
             raise ValueError(
                 "the labels of the initial images differ from the checkpoint's: a labels file edited after the run "
-                "started? Restore it, or start a new run in another folder"
+                "started? Restore it (correct a label in the run folder's corrections.csv), or start a new run in "
+                "another folder"
             )
         self._revealed_positions = torch.empty(0, dtype=torch.int64)
         self._revealed_targets = torch.empty(0, dtype=torch.int64)
         if len(state_dict.get("revealed_positions", ())):
             self.reveal(state_dict["revealed_positions"], state_dict["revealed_targets"])
+        self._corrected_positions = torch.empty(0, dtype=torch.int64)
+        self._corrected_targets = torch.empty(0, dtype=torch.int64)
+        positions = state_dict.get("corrected_positions", none)  # absent from checkpoints written before corrections
+        for at in range(len(positions)):  # one at a time, in order: an image corrected twice ends with its last label
+            self.correct(positions[at : at + 1], state_dict["corrected_targets"][at : at + 1])

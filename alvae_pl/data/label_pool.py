@@ -22,12 +22,18 @@ class LabelOrigin(IntEnum):
     #: An oracle's answer to the query of the image's round (an expert's, or the simulation revealing a known label;
     #: round 0 for a cold start's first picks).
     ANSWER = 2
+    #: An expert's correction of an earlier label (the run folder's ``corrections.csv``), read before the round it
+    #: first trains in; the image keeps the round it was labeled in.
+    CORRECTION = 3
 
 
 def origin_text(origin: int, round_index: int) -> str:
-    """The origin as ``labeled.csv`` writes it: ``labels file``, ``random draw`` or ``answer to round <r>``."""
+    """The origin as ``labeled.csv`` writes it: ``labels file``, ``random draw``, ``answer to round <r>`` or
+    ``correction in round <r>`` (``round_index``: :attr:`LabelPool.origin_rounds`)."""
     if origin == LabelOrigin.ANSWER:
         return f"answer to round {round_index}"
+    if origin == LabelOrigin.CORRECTION:
+        return f"correction in round {round_index}"
     return LabelOrigin(origin).name.lower().replace("_", " ")
 
 
@@ -79,6 +85,7 @@ class LabelPool:
             self._order = torch.empty(0, dtype=torch.int64)
             self._rounds = torch.empty(0, dtype=torch.int64)
             self._origins = torch.empty(0, dtype=torch.int64)
+            self._corrected_in = torch.empty(0, dtype=torch.int64)
             positions = torch.as_tensor(initial_positions, dtype=torch.int64).sort().values
             self.label(positions, round_index=0, origin=LabelOrigin.LABELS_FILE)
             return
@@ -99,6 +106,7 @@ class LabelPool:
         self._order = torch.empty(0, dtype=torch.int64)
         self._rounds = torch.empty(0, dtype=torch.int64)
         self._origins = torch.empty(0, dtype=torch.int64)
+        self._corrected_in = torch.empty(0, dtype=torch.int64)
         if not defer_initial:
             drawn = torch.randperm(pool_size, generator=generator)[:initial_labels].sort().values
             self.label(drawn, round_index=0, origin=LabelOrigin.RANDOM_DRAW)
@@ -120,6 +128,12 @@ class LabelPool:
     def labeled_origins(self) -> Tensor:
         """How each of ``labeled`` got its label, int64 ``[L]`` :class:`LabelOrigin` codes."""
         return self._origins
+
+    @property
+    def origin_rounds(self) -> Tensor:
+        """The round each of ``labeled``'s origins names, int64 ``[L]``: the round its label was last corrected in
+        (:meth:`correct`), else the round it was labeled in."""
+        return torch.where(self._corrected_in >= 0, self._corrected_in, self._rounds)
 
     @property
     def unlabeled(self) -> Tensor:
@@ -154,6 +168,17 @@ class LabelPool:
         self._order = torch.cat([self._order, positions])
         self._rounds = torch.cat([self._rounds, torch.full_like(positions, round_index)])
         self._origins = torch.cat([self._origins, torch.full_like(positions, int(origin))])
+        self._corrected_in = torch.cat([self._corrected_in, torch.full_like(positions, -1)])
+
+    def correct(self, positions: Tensor, round_index: int) -> None:
+        """Record that the labels of labeled pool positions int64 ``[c]`` were corrected before round
+        ``round_index`` trained: their origin becomes :attr:`LabelOrigin.CORRECTION`; their labeling round stays."""
+        positions = torch.as_tensor(positions, dtype=torch.int64).flatten().cpu()
+        if len(positions) and not bool(self._is_labeled[positions].all()):
+            raise ValueError(f"pool positions {positions[~self._is_labeled[positions]][:5].tolist()} are not labeled")
+        at = torch.isin(self._order, positions)
+        self._origins[at] = int(LabelOrigin.CORRECTION)
+        self._corrected_in[at] = round_index
 
     def state_dict(self) -> dict[str, Any]:
         """Plain tensors only: torch's weights-only checkpoint loading rejects numpy arrays."""
@@ -162,6 +187,7 @@ class LabelPool:
             "labeled": self._order.clone(),
             "labeled_rounds": self._rounds.clone(),
             "labeled_origins": self._origins.clone(),
+            "labeled_corrected_in": self._corrected_in.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -188,3 +214,5 @@ class LabelPool:
             if self.deferred_initial:  # a cold start's round-0 labels are answers too
                 origins = torch.full_like(self._rounds, int(LabelOrigin.ANSWER))
         self._origins = origins.clone()
+        corrected = state.get("labeled_corrected_in")  # absent from checkpoints written before corrections
+        self._corrected_in = torch.full_like(self._rounds, -1) if corrected is None else corrected.clone()

@@ -47,7 +47,12 @@ class HumanOracle(Oracle):
             nothing) or ``use`` (label the answered ones; the others go back to the unlabeled pool, and the next
             acquisition tops the labeled set up to the schedule).
         images_per_sheet: tiles per contact-sheet PNG.
+
+    An earlier answer is corrected in the run folder's ``corrections.csv`` (:mod:`alvae_pl.oracles.corrections`),
+    read when the run continues; an answered query file is not read again (an edit there gets a warning).
     """
+
+    takes_corrections = True
 
     def __init__(
         self, answers: str | None = None, partial: Literal["wait", "use"] = "wait", images_per_sheet: int = 100

@@ -114,6 +114,7 @@ class LabelStudioOracle(Oracle):
     """
 
     shows_predictions = True
+    takes_corrections = True
 
     def __init__(
         self,

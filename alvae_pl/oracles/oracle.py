@@ -56,6 +56,9 @@ class Oracle(ABC):
     #: Whether the loop should attach the model's predictions to each query (``Query.predictions``): an oracle that
     #: shows them to the expert as a pre-annotation. The initial labels of a cold start have none (no model yet).
     shows_predictions: bool = False
+    #: Whether an expert may correct earlier answers through the run folder's ``corrections.csv``
+    #: (:mod:`alvae_pl.oracles.corrections`); a simulation's labels are the data set's.
+    takes_corrections: bool = False
 
     def check(self, datamodule: ActiveDataModule) -> None:  # noqa: B027 - optional hook
         """Called before training: raise a one-line ``ValueError`` if this oracle cannot label this data."""

@@ -8,13 +8,8 @@ import torch
 from torch import Tensor
 
 from alvae_pl.acquisition.distance_heuristic import DistanceHeuristic
-from alvae_pl.acquisition.distances import (
-    DEFAULT_CHUNK_SIZE,
-    addmv_float32_,
-    as_float32,
-    prepare_points,
-    seeded_first_pick,
-)
+from alvae_pl.acquisition.distances import DEFAULT_CHUNK_SIZE, as_float32, prepare_points, seeded_first_pick
+from alvae_pl.acquisition.greedy_loop import GreedyScore, greedy_picks
 from alvae_pl.acquisition.heuristic import Selection
 
 #: How :func:`k_center_greedy` updates the nearest-center distances; see :func:`choose_algorithm`.
@@ -23,6 +18,23 @@ ALGORITHMS: tuple[Algorithm, ...] = ("auto", "lazy", "dense")
 
 #: Candidates re-measured in the first round of a pick; each further round of the same pick doubles it.
 REFRESH_BATCH = 64
+
+#: A pick's squared distance from then on: below every real distance, so that neither the pick nor a candidate that
+#: duplicates a center (distance 0) is chosen before the others.
+PICKED = -1.0
+
+
+def nearest_center_score(device: torch.device) -> GreedyScore:
+    """The dense k-center's :class:`~alvae_pl.acquisition.greedy_loop.GreedyScore`: each candidate's squared
+    distance to its nearest center, which a new center lowers; picks sit at :data:`PICKED`."""
+    zero = torch.zeros((), device=device)
+
+    def fold(nearest: Tensor, squared: Tensor) -> None:
+        # nearest = min(nearest, max(squared, 0)) in one kernel: after the pass over the candidates, the rest of a
+        # pick is kept to as few kernels as possible. Picks, at -1 below the clamp's lower bound, stay at -1.
+        torch.clamp(squared, min=zero, max=nearest, out=nearest)
+
+    return GreedyScore(fold, excluded=PICKED)
 
 
 def choose_algorithm(algorithm: str, device: torch.device) -> Literal["lazy", "dense"]:
@@ -133,8 +145,7 @@ def _lazy_k_center(
             batch *= 2
         positions[i], scores[i] = pick, float(bound[pick])
         centers[k], centers_sq[k] = x[pick], x_sq[pick]
-        # Below every real distance, so neither this pick nor a duplicate's 0 is chosen before the others.
-        bound[pick] = -1.0
+        bound[pick] = PICKED
     return positions, scores
 
 
@@ -147,39 +158,17 @@ def _dense_k_center(
     generator: torch.Generator | None,
     chunk_size: int,
 ) -> tuple[Tensor, Tensor]:
-    """The dense algorithm of :func:`k_center_greedy` on centred points ``x`` ``[n, D]`` and ``y`` ``[m, D]``.
-
-    Reads no value on the host (a first pick with no labeled point is drawn on the CPU and sent over), so on a GPU
-    all ``budget`` picks are queued without waiting for any of them.
+    """The dense algorithm of :func:`k_center_greedy` on centred points ``x`` ``[n, D]`` and ``y`` ``[m, D]``: the
+    nearest labeled point's squared distance, then :func:`~alvae_pl.acquisition.greedy_loop.greedy_picks` (which reads
+    no value on the host; a first pick with no labeled point is drawn on the CPU and sent over).
 
     Returns:
         ``(positions int64 [budget], squared distances float32 [budget])`` on ``x``'s device.
     """
-    n, m = len(x), len(y)
     # The same chunked pass as the lazy algorithm's initial bounds.
     nearest = _nearest_squared_distances(x, x_sq, None, y, y_sq, chunk_size)
-    positions = torch.empty(budget, dtype=torch.int64, device=x.device)
-    scores = torch.empty(budget, device=x.device)
-    distances, zero = torch.empty_like(nearest), nearest.new_zeros(())
-    for i in range(budget):
-        # One-element views, written in place: the pick stays an index tensor on the device, never a Python int,
-        # whose reading would wait for the device.
-        pick, score = positions[i : i + 1], scores[i : i + 1]
-        if i == 0 and m == 0:
-            pick.copy_(seeded_first_pick(n, x.device, generator))
-        else:
-            torch.argmax(nearest, dim=0, keepdim=True, out=pick)
-        torch.index_select(nearest, 0, pick, out=score)  # inf for a first pick with nothing labeled
-        center, center_sq = as_float32(x.index_select(0, pick).squeeze(0)), x_sq.index_select(0, pick).squeeze(0)
-        # nearest = min(nearest, max(||x||^2 + ||c||^2 - 2 x.c, 0)): the pass over x (the matrix-vector product)
-        # dominates, so the rest is kept to as few kernels as possible. Picked rows, at -1 below the clamp's
-        # lower bound, stay at -1.
-        addmv_float32_(torch.add(x_sq, center_sq, out=distances), x, center, alpha=-2)
-        torch.clamp(distances, min=zero, max=nearest, out=nearest)
-        # Below every real distance, as in the lazy algorithm: picks are never chosen again, and candidates that
-        # duplicate a center (distance 0) still come before them.
-        nearest.index_fill_(0, pick, -1.0)
-    return positions, scores
+    first_pick = seeded_first_pick(len(x), x.device, generator) if len(y) == 0 else None
+    return greedy_picks(nearest, x, x_sq, budget, nearest_center_score(x.device), first_pick)
 
 
 def _measure_new_centers(

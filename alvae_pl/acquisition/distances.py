@@ -191,20 +191,6 @@ def squared_distance_blocks(
             yield x_rows, y_rows, block.add_(y_sq[None, y_rows]).clamp_min_(0)
 
 
-def squared_distances_to(
-    points: Tensor, points_sq: Tensor, point: Tensor, point_sq: Tensor, out: Tensor | None = None
-) -> Tensor:
-    """float32 squared distances ``[N]`` from every row of ``points`` ``[N, D]`` (any precision, see
-    ``addmv_float32_``) to ``point`` float32 ``[D]``, clamped at 0.
-
-    ``points_sq`` ``[N]`` and ``point_sq`` (0-d) are the squared norms. ``point`` and ``point_sq`` may be views of
-    a row picked with a tensor index, so that a loop of picks on a GPU never waits for the host. Cost: one pass
-    over ``points`` (a matrix-vector product, added in place), no ``[N, D]`` temporary; ``out``, a float ``[N]``
-    buffer that a loop of picks can reuse, receives the result.
-    """
-    return addmv_float32_(torch.add(points_sq, point_sq, out=out), points, point, alpha=-2).clamp_min_(0)
-
-
 def seeded_first_pick(n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
     """A uniformly drawn 0-d int64 index in ``[0, n)``: the first pick when there is nothing to measure against.
 

@@ -26,20 +26,19 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from alvae_pl.acquisition.coreset import _nearest_squared_distances
+from alvae_pl.acquisition.coreset import _nearest_squared_distances, nearest_center_score
 from alvae_pl.acquisition.distances import (
     DEFAULT_CHUNK_SIZE,
-    addmv_float32_,
     as_float32,
     centre_points,
     check_points,
     column_sums,
     seeded_first_pick,
-    squared_distance_blocks,
-    squared_distances_to,
     squared_norms,
 )
+from alvae_pl.acquisition.greedy_loop import GreedyScore
 from alvae_pl.acquisition.heuristic import Selection
+from alvae_pl.acquisition.medal import DISTANCE_SUM, add_distance_sums
 
 
 class _Shards:
@@ -120,9 +119,39 @@ class _Shards:
         dist.all_reduce(packet)
         return packet[:dim], packet[dim], local, mine
 
-    def first_pick(self, generator: torch.Generator | None) -> Tensor:
-        """A first pick with nothing labeled: drawn from ``generator`` on every process, so the same everywhere."""
-        return seeded_first_pick(self.n, self.device, generator)
+    def greedy_picks(
+        self, scores: Tensor, budget: int, rule: GreedyScore, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """:func:`~alvae_pl.acquisition.greedy_loop.greedy_picks` over the shards: each pick is the best of every
+        process's (:meth:`global_argmax`), its row comes from its owner (:meth:`shared_row`), and each process folds
+        its own candidates' distances to it into its ``scores``.
+
+        Args:
+            scores: this process's candidates' scores ``[shard]`` against the whole labeled set; overwritten.
+            budget: how many to pick in all.
+            rule: the scores' fold and the value a pick is set aside at.
+            generator: CPU generator, in the same state on every process, for a first pick with nothing labeled
+                (drawn on each, so the same everywhere).
+
+        Returns:
+            on every process, ``(global positions int64 [budget], each pick's score at pick time [budget], in
+            ``scores``' dtype)`` on the candidates' device.
+        """
+        picks = torch.empty(budget, dtype=torch.int64, device=self.device)
+        # In the scores' dtype, as one process's: the maxima are values of it.
+        scores_at_pick = scores.new_empty(budget)
+        squared = torch.empty_like(self.x_sq)
+        for i in range(budget):
+            if i == 0 and self.m == 0:
+                picks[i], scores_at_pick[i] = seeded_first_pick(self.n, self.device, generator), float("inf")
+            else:
+                picks[i], scores_at_pick[i] = self.global_argmax(scores)
+            center, center_sq, local, mine = self.shared_row(picks[i])
+            if len(self.x):
+                rule.add_center(scores, self.x, self.x_sq, center, center_sq, squared)
+                # Set aside by its owner only, as in one process: never chosen again.
+                scores[local] = torch.where(mine, rule.excluded, scores[local])
+        return picks, scores_at_pick
 
 
 def distributed_k_center_greedy(
@@ -153,20 +182,7 @@ def distributed_k_center_greedy(
     nearest = torch.full((len(x),), float("inf"), device=shards.device)
     for shard, shard_sq in shards.labeled_shards():
         torch.minimum(nearest, _nearest_squared_distances(x, x_sq, None, shard, shard_sq, chunk_size), out=nearest)
-    picks = torch.empty(budget, dtype=torch.int64, device=shards.device)
-    scores = torch.empty(budget, device=shards.device)  # float32, as one process's: the maxima are float32 values
-    distances, zero = torch.empty_like(nearest), nearest.new_zeros(())
-    for i in range(budget):
-        if i == 0 and shards.m == 0:
-            picks[i], scores[i] = shards.first_pick(generator), float("inf")
-        else:
-            picks[i], scores[i] = shards.global_argmax(nearest)
-        center, center_sq, local, mine = shards.shared_row(picks[i])
-        if len(x):
-            addmv_float32_(torch.add(x_sq, center_sq, out=distances), x, center, alpha=-2)
-            torch.clamp(distances, min=zero, max=nearest, out=nearest)
-            # A pick sits at -1, below every real distance, as in one process: never chosen again.
-            nearest[local] = torch.where(mine, -1.0, nearest[local])
+    picks, scores = shards.greedy_picks(nearest, budget, nearest_center_score(shards.device), generator)
     return Selection(picks.cpu(), scores.sqrt().cpu())
 
 
@@ -181,23 +197,10 @@ def distributed_greedy_mean_distance(
     """Eq. 2 (MedAL's greedy mean distance) over candidates sharded across processes; arguments and result as
     :func:`distributed_k_center_greedy` (scores: each pick's mean distance to the labeled set at pick time)."""
     shards = _Shards(candidates, positions, labeled, budget, column_major=True)
-    x, x_sq = shards.x, shards.x_sq
-    sums = torch.zeros(len(x), dtype=torch.float64, device=shards.device)
+    sums = torch.zeros(len(shards.x), dtype=torch.float64, device=shards.device)
     for shard, shard_sq in shards.labeled_shards():
-        for x_rows, _, block in squared_distance_blocks(x, x_sq, shard, shard_sq, chunk_size):
-            sums[x_rows].add_(block.sqrt_().sum(dim=1, dtype=torch.float64))
-    picks = torch.empty(budget, dtype=torch.int64, device=shards.device)
-    sums_at_pick = torch.empty(budget, dtype=torch.float64, device=shards.device)
-    distances = torch.empty_like(x_sq)
-    for i in range(budget):
-        if i == 0 and shards.m == 0:
-            picks[i], sums_at_pick[i] = shards.first_pick(generator), float("inf")
-        else:
-            picks[i], sums_at_pick[i] = shards.global_argmax(sums)
-        center, center_sq, local, mine = shards.shared_row(picks[i])
-        if len(x):
-            sums.add_(squared_distances_to(x, x_sq, center, center_sq, out=distances).sqrt_())
-            sums[local] = torch.where(mine, float("-inf"), sums[local])
+        add_distance_sums(sums, shards.x, shards.x_sq, shard, shard_sq, chunk_size)
+    picks, sums_at_pick = shards.greedy_picks(sums, budget, DISTANCE_SUM, generator)
     # Pick i was made with m + i points labeled.
     mean = sums_at_pick / torch.arange(shards.m, shards.m + budget, device=shards.device)
     return Selection(picks.cpu(), mean.float().cpu())

@@ -10,13 +10,29 @@ from torch import Tensor
 from alvae_pl.acquisition.distance_heuristic import DistanceHeuristic
 from alvae_pl.acquisition.distances import (
     DEFAULT_CHUNK_SIZE,
-    as_float32,
     prepare_points,
     seeded_first_pick,
     squared_distance_blocks,
-    squared_distances_to,
 )
+from alvae_pl.acquisition.greedy_loop import GreedyScore, greedy_picks
 from alvae_pl.acquisition.heuristic import Selection
+
+
+def _add_distances(sums: Tensor, squared: Tensor) -> None:
+    # Clamped first: rounding can take a computed squared distance a little below 0, whose sqrt would be NaN.
+    sums.add_(squared.clamp_min_(0).sqrt_())
+
+
+#: MedAL's :class:`~alvae_pl.acquisition.greedy_loop.GreedyScore`: each candidate's sum of distances (float64) to
+#: the labeled set, which a new center extends; picks sit at ``-inf``, which the additions that follow leave there.
+DISTANCE_SUM = GreedyScore(_add_distances, excluded=float("-inf"))
+
+
+def add_distance_sums(sums: Tensor, x: Tensor, x_sq: Tensor, y: Tensor, y_sq: Tensor, chunk_size: int) -> None:
+    """Adds to ``sums`` (float64 ``[n]``) each row of ``x`` ``[n, D]``'s summed distances to the rows of ``y``
+    ``[m, D]`` (squared norms ``x_sq`` ``[n]``, ``y_sq`` ``[m]``), ``chunk_size**2`` distances at a time."""
+    for x_rows, _, block in squared_distance_blocks(x, x_sq, y, y_sq, chunk_size):
+        sums[x_rows].add_(block.sqrt_().sum(dim=1, dtype=torch.float64))
 
 
 def greedy_mean_distance(
@@ -68,37 +84,19 @@ def _greedy_mean_distance_on_device(
     generator: torch.Generator | None,
     chunk_size: int,
 ) -> tuple[Tensor, Tensor]:
-    """The loop of :func:`greedy_mean_distance` on centred points ``x`` ``[n, D]`` and ``y`` ``[m, D]``.
-
-    Reads no value on the host (a first pick with no labeled point is drawn on the CPU and sent over), so on a GPU
-    all ``budget`` picks are queued without waiting for any of them.
+    """:func:`greedy_mean_distance` on centred points ``x`` ``[n, D]`` and ``y`` ``[m, D]``: the sums of distances
+    to the labeled set, then :func:`~alvae_pl.acquisition.greedy_loop.greedy_picks` (which reads no value on the host;
+    a first pick with no labeled point is drawn on the CPU and sent over).
 
     Returns:
         ``(positions int64 [budget], mean distances float64 [budget])`` on ``x``'s device.
     """
-    n, m = len(x), len(y)
-    sums = torch.zeros(n, dtype=torch.float64, device=x.device)
-    for x_rows, _, block in squared_distance_blocks(x, x_sq, y, y_sq, chunk_size):
-        sums[x_rows].add_(block.sqrt_().sum(dim=1, dtype=torch.float64))
-
-    positions = torch.empty(budget, dtype=torch.int64, device=x.device)
-    sums_at_pick = torch.empty(budget, dtype=torch.float64, device=x.device)
-    distances = torch.empty_like(x_sq)
-    for i in range(budget):
-        # One-element views, written in place: the pick stays an index tensor on the device, never a Python int,
-        # whose reading would wait for the device.
-        pick, score = positions[i : i + 1], sums_at_pick[i : i + 1]
-        if i == 0 and m == 0:
-            pick.copy_(seeded_first_pick(n, x.device, generator))
-            score.fill_(float("inf"))  # and inf / 0 stays inf below
-        else:
-            torch.argmax(sums, dim=0, keepdim=True, out=pick)
-            torch.index_select(sums, 0, pick, out=score)
-        center, center_sq = as_float32(x.index_select(0, pick).squeeze(0)), x_sq.index_select(0, pick).squeeze(0)
-        sums.add_(squared_distances_to(x, x_sq, center, center_sq, out=distances).sqrt_())
-        # -inf stays -inf under the additions that follow, so a pick is never chosen again.
-        sums.index_fill_(0, pick, float("-inf"))
-    # Pick i was made with m + i points labeled.
+    m = len(y)
+    sums = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+    add_distance_sums(sums, x, x_sq, y, y_sq, chunk_size)
+    first_pick = seeded_first_pick(len(x), x.device, generator) if m == 0 else None
+    positions, sums_at_pick = greedy_picks(sums, x, x_sq, budget, DISTANCE_SUM, first_pick)
+    # Pick i was made with m + i points labeled (and a first pick with none, scored inf, stays inf).
     return positions, sums_at_pick / torch.arange(m, m + budget, device=x.device)
 
 

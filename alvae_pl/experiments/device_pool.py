@@ -33,13 +33,14 @@ from alvae_pl.experiments.execution import (
     ProcessResult,
     default_launcher,
     duration,
+    encoders_to_train,
     final_metric,
     refuse_unstartable,
     run_process,
     tail_lines,
 )
 from alvae_pl.experiments.experiment import Experiment
-from alvae_pl.experiments.jobs import Job, task_command, task_run_state, vae_command, vae_run_state
+from alvae_pl.experiments.jobs import Job, task_command, task_run_state, vae_command
 
 #: Names the device a run was given (``0``, ``cpu:1``), beside ``CUDA_VISIBLE_DEVICES``: what the run's ``train.log``
 #: and environment say about where it trained.
@@ -138,20 +139,12 @@ def _plan(
     tasks: list[_Task] = []
     skipped: list[Outcome] = []
     unfinished = [job for job in jobs if task_run_state(job.folder) != "finished"]
+
+    def skip(what: str, folder: Path) -> None:
+        skipped.append(Outcome(what, folder, "skipped (finished)"))
+
     position_of_vae: dict[int, int] = {}
-    for number, vae in enumerate(experiment.vaes):
-        if not any(vae in experiment.vaes_for(job.variant) for job in unfinished):
-            continue
-        what, state = experiment.vae_label(vae), vae_run_state(vae)
-        if state == "finished":
-            skipped.append(Outcome(what, vae.folder, "skipped (finished)"))
-            continue
-        if not train_vae:
-            raise ValueError(
-                f"the VAE at {vae.checkpoint} is not trained yet; run `python experiment.py vae --config "
-                f"{experiment.source}` first"
-            )
-        refuse_unstartable(what, vae.folder, state)
+    for number, what, vae in encoders_to_train(experiment, unfinished, train_vae, skip):
         position_of_vae[number] = len(tasks)
         tasks.append(_Task(what, vae.folder, lambda vae=vae: vae_command(vae, launcher)))
     for job in jobs:

@@ -192,6 +192,34 @@ def refuse_unstartable(what: str, folder: Path, state: RunState) -> None:
         )
 
 
+def encoders_to_train(
+    experiment: Experiment, unfinished: Sequence[Job], train_vae: bool, skip: Callable[[str, Path], None]
+) -> list[tuple[int, str, VaeRun]]:
+    """The experiment's encoders (VAEs) that the ``unfinished`` jobs read and that are not finished yet, each as
+    ``(position in experiment.vaes, label, VAE run)``, in the experiment's order: what a runner that starts the
+    encoders before their readers (the device pool, SLURM) runs first.
+
+    ``skip(label, folder)`` is called for each finished one, in that order, as it is met. Raises before anything
+    starts: ``ValueError`` for an untrained encoder when not ``train_vae``, and :func:`refuse_unstartable`'s errors.
+    """
+    encoders: list[tuple[int, str, VaeRun]] = []
+    for number, vae in enumerate(experiment.vaes):
+        if not any(vae in experiment.vaes_for(job.variant) for job in unfinished):
+            continue
+        what, state = experiment.vae_label(vae), vae_run_state(vae)
+        if state == "finished":
+            skip(what, vae.folder)
+            continue
+        if not train_vae:
+            raise ValueError(
+                f"the VAE at {vae.checkpoint} is not trained yet; run `python experiment.py vae --config "
+                f"{experiment.source}` first"
+            )
+        refuse_unstartable(what, vae.folder, state)
+        encoders.append((number, what, vae))
+    return encoders
+
+
 def duration(seconds: float) -> str:
     """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
     seconds = round(seconds)

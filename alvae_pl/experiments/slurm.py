@@ -23,9 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alvae_pl.experiments.execution import default_launcher, refuse_unstartable, run_experiment, run_vae
+from alvae_pl.experiments.execution import (
+    default_launcher,
+    encoders_to_train,
+    refuse_unstartable,
+    run_experiment,
+    run_vae,
+)
 from alvae_pl.experiments.experiment import Experiment, read_experiment
-from alvae_pl.experiments.jobs import Job, select_jobs, task_run_state, vae_run_state
+from alvae_pl.experiments.jobs import Job, select_jobs, task_run_state
 
 #: The folder of submitit's logs and pickles, inside the experiment's folder (the report reads only variants' seed
 #: folders, and no variant may take this name).
@@ -187,27 +193,16 @@ def submit_experiment(
             continue
         refuse_unstartable(what, job.folder, state)
         unfinished.append(job)
-    encoders: list[tuple[int, str, Path]] = []  # (position in experiment.vaes, label, folder)
-    for number, vae in enumerate(experiment.vaes):
-        if not any(vae in experiment.vaes_for(job.variant) for job in unfinished):
-            continue
-        what, state = experiment.vae_label(vae), vae_run_state(vae)
-        if state == "finished":
-            log(f"{what}: skipped (finished) {vae.folder}")
-            continue
-        if not train_vae:
-            raise ValueError(
-                f"the VAE at {vae.checkpoint} is not trained yet; run `python experiment.py vae --config "
-                f"{experiment.source}` first"
-            )
-        refuse_unstartable(what, vae.folder, state)
-        encoders.append((number, what, vae.folder))
+    encoders = encoders_to_train(
+        experiment, unfinished, train_vae, lambda what, folder: log(f"{what}: skipped (finished) {folder}")
+    )
 
     waits = getattr(executor, "cluster", "slurm") != "slurm"
     submitted: list[Submitted] = []
     encoder_jobs: dict[int, Submitted] = {}
     executor.update_parameters(name=f"{experiment.name}-encoder")
-    for number, what, folder in encoders:
+    for number, what, vae in encoders:
+        folder = vae.folder
         job = executor.submit(TrainJob(source, workdir, launcher, vae=number))
         encoder_jobs[number] = Submitted(what, folder, job)
         submitted.append(encoder_jobs[number])

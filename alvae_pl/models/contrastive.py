@@ -12,12 +12,12 @@ batched tensor operations (:mod:`~alvae_pl.models.view_augmentation`).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import lightning
 import torch
 from torch import Tensor
 
+from alvae_pl.models.checkpoint_file import EncoderCheckpointFile
 from alvae_pl.models.contrastive_encoder import Backbone, ContrastiveEncoder
 from alvae_pl.models.nt_xent import nt_xent_loss
 from alvae_pl.models.optimizer_settings import check_optimizer_settings
@@ -161,28 +161,17 @@ def load_contrastive_encoder(
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not a contrastive checkpoint, or it was trained on images of another shape.
     """
-    train_hint = "`python train.py fit --config configs/contrastive_<data>.yaml`"
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no contrastive encoder checkpoint at {path}; train one with {train_hint}")
-    not_ours = f"{path} is not a contrastive encoder checkpoint; pass one written by {train_hint}"
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors come in many types; all mean "not ours"
-        raise ValueError(f"{not_ours} ({type(error).__name__})") from error
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(hparams, dict) or not isinstance(state, dict) or not is_contrastive_state(state):
-        raise ValueError(not_ours)
-    trained = (int(hparams.get("num_channels", -1)), int(hparams.get("image_size", -1)))
-    if trained != (num_channels, image_size):
-        raise ValueError(
-            f"the contrastive encoder at {path} was trained on {trained[0]}-channel {trained[1]}x{trained[1]} images "
-            f"but the data has {num_channels}-channel {image_size}x{image_size} images; train one on this data set"
-        )
+    file = EncoderCheckpointFile(
+        path, "contrastive encoder", "`python train.py fit --config configs/contrastive_<data>.yaml`"
+    )
+    hparams, state = file.read()
+    if not is_contrastive_state(state):
+        raise ValueError(file.not_ours)
+    file.check_images(hparams, num_channels, image_size)
     try:
         model = ContrastiveModel.load_from_checkpoint(path, map_location=device, weights_only=True)
     except RuntimeError as error:  # state_dict keys or shapes that do not match the hyper-parameters
-        raise ValueError(f"{not_ours} ({str(error).splitlines()[0]})") from error
+        raise ValueError(f"{file.not_ours} ({str(error).splitlines()[0]})") from error
     return model.eval().requires_grad_(False)
 
 

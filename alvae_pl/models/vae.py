@@ -7,7 +7,6 @@ itself is :class:`~alvae_pl.models.vae_network.VAENetwork`, the objective :mod:`
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning
@@ -16,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from alvae_pl.models.checkpoint_file import EncoderCheckpointFile
 from alvae_pl.models.latent_prior import MixturePrior, PriorKind
 from alvae_pl.models.optimizer_settings import check_optimizer_settings
 from alvae_pl.models.vae_loss import vae_loss
@@ -203,30 +203,14 @@ def load_vae_encoder(path: str, num_channels: int, image_size: int, device: torc
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not a VAE checkpoint, or it was trained on images of another shape.
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"no VAE checkpoint at {path}; train one with `python train.py fit --config configs/vae_<data>.yaml`"
-        )
-    train_hint = "`python train.py fit --config configs/vae_<data>.yaml`"
-    not_vae = f"{path} is not a VAE checkpoint; pass one written by {train_hint}"
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors come in many types; all mean "not ours"
-        raise ValueError(f"{not_vae} ({type(error).__name__})") from error
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    required = ("num_channels", "image_size", "latent_dim")
-    if not isinstance(hparams, dict) or any(key not in hparams for key in required) or not isinstance(state, dict):
-        raise ValueError(not_vae)
+    file = EncoderCheckpointFile(path, "VAE", "`python train.py fit --config configs/vae_<data>.yaml`")
+    hparams, state = file.read()
+    if any(key not in hparams for key in ("num_channels", "image_size", "latent_dim")):
+        raise ValueError(file.not_ours)
     state = network_state(state, prefixed=False)
     if not any(key.startswith("to_mean.") for key in state):
-        raise ValueError(not_vae)
-    trained = (int(hparams["num_channels"]), int(hparams["image_size"]))
-    if trained != (num_channels, image_size):
-        raise ValueError(
-            f"the VAE at {path} was trained on {trained[0]}-channel {trained[1]}x{trained[1]} images but the data has "
-            f"{num_channels}-channel {image_size}x{image_size} images; train a VAE on this data set"
-        )
+        raise ValueError(file.not_ours)
+    file.check_images(hparams, num_channels, image_size)
     network = VAENetwork(
         num_channels,
         image_size,
@@ -237,7 +221,7 @@ def load_vae_encoder(path: str, num_channels: int, image_size: int, device: torc
     try:
         network.load_state_dict(state)
     except RuntimeError as error:  # state_dict keys or shapes that do not match the hyper-parameters
-        raise ValueError(f"{not_vae} ({str(error).splitlines()[0]})") from error
+        raise ValueError(f"{file.not_ours} ({str(error).splitlines()[0]})") from error
     network.eval()
     network.requires_grad_(False)
     return network.to(device)

@@ -3,7 +3,7 @@
 Run after ``experiment.py report`` of both experiments (each with ``--metric val_balanced_accuracy``)::
 
     python docs/scripts/class_balance_tables.py lightning_logs/digits_long_tail/report \\
-        lightning_logs/digits_balanced_pool/report
+        lightning_logs/digits_balanced_pool/report --figure docs/digits_class_balance_gain.png
 
 For each variant: which digits its rounds asked for (``class_balance.csv``: the share of the digits 5-9, rare on
 the long-tailed pool, the fewest and most of one digit, the balance) and the area under its balanced-accuracy curve
@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import ttest_rel
 
+from alvae_pl.analysis.curves import new_figure, save_png
+from alvae_pl.analysis.statistics import confidence_band
+
 RARE = [str(digit) for digit in range(5, 10)]
 ORDER = ["random", "entropy", "margin", "least_confidence", "bald", "badge", "coreset", "medal", "lossnet", "typiclust",
          "probcover"]  # fmt: skip
@@ -31,18 +34,33 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def table(report: Path) -> str:
-    balance = {row["variant"]: row for row in read_rows(report / "class_balance.csv")}
+def read_areas(report: Path) -> dict[str, dict[int, float]]:
+    """variant -> seed -> area under the validation balanced-accuracy curve."""
     areas: dict[str, dict[int, float]] = defaultdict(dict)
     for row in read_rows(report / "area_val_balanced_accuracy.csv"):
         areas[row["variant"]][int(row["seed"])] = float(row["area"])
+    return areas
+
+
+def ordered(variants: list[str]) -> list[str]:
+    return sorted(variants, key=lambda v: (ORDER.index(v) if v in ORDER else len(ORDER), v))
+
+
+def paired_gain(areas: dict[str, dict[int, float]], heuristic: str) -> np.ndarray:
+    """Per seed: the wrapped heuristic's area minus the heuristic's alone."""
+    wrapped, alone = areas[f"{heuristic}_balanced"], areas[heuristic]
+    return np.array([wrapped[seed] - alone[seed] for seed in sorted(set(wrapped) & set(alone))])
+
+
+def table(report: Path) -> str:
+    balance = {row["variant"]: row for row in read_rows(report / "class_balance.csv")}
+    areas = read_areas(report)
     lines = [
         "| heuristic | digits 5-9 share | fewest / most | balance | area (mean +- sd) "
         "| wrapped minus alone, p (seeds better) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    alone = [v for v in areas if not v.endswith("_balanced")]
-    for variant in sorted(alone, key=lambda v: (ORDER.index(v) if v in ORDER else len(ORDER), v)):
+    for variant in ordered([v for v in areas if not v.endswith("_balanced")]):
         for name in (variant, f"{variant}_balanced"):
             if name not in areas or name not in balance:
                 continue
@@ -65,7 +83,40 @@ def table(report: Path) -> str:
     return "\n".join(lines)
 
 
+def gain_figure(reports: dict[str, Path], path: Path) -> Path:
+    """One row per heuristic: the wrapper's paired gain in area (mean and 95% t-interval over the seeds), one marker
+    per pool."""
+    per_pool = {name: read_areas(report) for name, report in reports.items()}
+    heuristics = ordered([v for v in next(iter(per_pool.values())) if f"{v}_balanced" in next(iter(per_pool.values()))])
+    figure = new_figure(6.5, 0.42 * len(heuristics) + 1.2)
+    axes = figure.add_subplot(1, 1, 1)
+    for offset, (name, areas) in zip((-0.15, 0.15), per_pool.items(), strict=False):
+        rows = [h for h in heuristics if h in areas and f"{h}_balanced" in areas]
+        bands = [confidence_band(paired_gain(areas, h)) for h in rows]
+        y = [heuristics.index(h) + offset for h in rows]
+        means = [band[0] for band in bands]
+        errors = np.array([[band[0] - band[1] for band in bands], [band[2] - band[0] for band in bands]])
+        axes.errorbar(means, y, xerr=errors, fmt="o", capsize=3, label=name)
+    axes.axvline(0.0, color="grey", linewidth=0.8)
+    axes.set_yticks(range(len(heuristics)), [h.replace("_", " ") for h in heuristics])
+    axes.invert_yaxis()
+    axes.set_xlabel("wrapped minus alone: area under the validation balanced-accuracy curve")
+    axes.set_title("ClassBalanced's paired gain: mean and 95% CI over the seeds", fontsize=10)
+    axes.legend(loc="best", fontsize=8)
+    return save_png(figure, path)
+
+
 if __name__ == "__main__":
-    for folder in sys.argv[1:]:
+    arguments = sys.argv[1:]
+    figure_path = None
+    if "--figure" in arguments:
+        position = arguments.index("--figure")
+        figure_path = Path(arguments[position + 1])
+        del arguments[position : position + 2]
+    for folder in arguments:
         print(f"\n{folder}\n")
         print(table(Path(folder)))
+    if figure_path is not None:
+        names = {"digits_long_tail": "long-tailed pool", "digits_balanced_pool": "balanced pool"}
+        reports = {names.get(Path(f).parent.name, Path(f).parent.name): Path(f) for f in arguments}
+        print(f"\n{gain_figure(reports, figure_path)}")

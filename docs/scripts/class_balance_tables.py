@@ -75,7 +75,7 @@ def table(report: Path) -> str:
                 alone = np.array([areas[variant][s] for s in seeds])
                 p = ttest_rel(wrapped, alone).pvalue
                 better = int((wrapped > alone).sum())
-                versus = f"{(wrapped - alone).mean():+.3f}, {p:.2f} ({better}/{len(seeds)})"
+                versus = f"{(wrapped - alone).mean():+.3f}, {p:.3f} ({better}/{len(seeds)})"
             lines.append(
                 f"| {label} | {rare:.2f} | {counts['fewest']} / {counts['most']} | {float(counts['balance']):.3f} | "
                 f"{values.mean():.3f} +- {values.std(ddof=1):.3f} | {versus} |"

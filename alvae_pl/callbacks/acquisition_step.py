@@ -39,7 +39,7 @@ def acquire(
     datamodule: ActiveDataModule = trainer.datamodule
     pool = datamodule.pool
     heuristic.start_acquisition(generator)
-    candidates = heuristic.candidates(pool.unlabeled, generator)
+    candidates = heuristic.candidates(pool.unlabeled, generator, pool)
     if len(candidates) < budget:
         raise ValueError(f"{type(heuristic).__name__} offered {len(candidates)} candidates for {budget} picks")
     # A sharded selection (core-set, MedAL with ``sharded: true``) runs on every rank's shard: nothing gathered.

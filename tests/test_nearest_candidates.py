@@ -18,6 +18,7 @@ from alvae_pl.callbacks.label_aware_retraining import find_label_aware
 from alvae_pl.data.label_pool import LabelPool
 from alvae_pl.data.sources import DigitsSource
 from alvae_pl.models.label_aware_features import LabelAwareVAEFeatures
+from alvae_pl.models.vae_features import VAEFeatures
 from tests.helpers.cli_runs import kill_switch_config, overlay, read_csv, train, train_in_process, without_timings
 
 NEAREST_CORESET = overlay("nearest_candidates_coreset.yaml")
@@ -161,6 +162,39 @@ def test_a_run_picks_among_the_neighbours_of_the_labeled_set(tmp_path: Path) -> 
     unlabeled = torch.tensor(sorted(set(range(len(features))) - set(initial.tolist())))
     near = reference_candidates(features, initial, unlabeled, 5)
     assert len(near) < len(unlabeled) / 3 and picked <= near
+
+
+@pytest.fixture(scope="module")
+def vae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The paper's VAE on digits by its own config, one epoch on 256 train images: a fixed encoder to search in."""
+    from alvae_pl.cli import main
+
+    folder = tmp_path_factory.mktemp("vae")
+    main(["fit", "--config", "configs/vae_digits.yaml", f"--trainer.logger.init_args.save_dir={folder}",
+          "--trainer.max_epochs=1", "--data.pool_size=256", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    return folder / "vae_digits" / "seed_0" / "checkpoints" / "last.ckpt"
+
+
+def test_a_run_finds_the_neighbours_in_the_vae_features(tmp_path: Path, vae_checkpoint: Path) -> None:
+    result = train_in_process(
+        "digits_coreset.yaml",
+        tmp_path,
+        *NEAREST_CORESET,
+        "--config",
+        "configs/vae_features/digits_nearest.yaml",
+        f"--active.heuristic.init_args.encoder.checkpoint={vae_checkpoint}",
+        "--active.max_labels=120",
+        "--active.epochs_first=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    labeled = read_csv(tmp_path / "digits_coreset" / "seed_0" / "labeled.csv")
+    initial = torch.tensor([int(row["pool_index"]) for row in labeled if row["round"] == "0"])
+    picked = {int(row["pool_index"]) for row in labeled if row["round"] == "1"}
+    images = DigitsSource().load().train.images
+    features = VAEFeatures(str(vae_checkpoint)).load(1, 28, "cpu")(images)  # V(u), [N, 32]
+    unlabeled = torch.tensor(sorted(set(range(len(features))) - set(initial.tolist())))
+    near = reference_candidates(features, initial, unlabeled, 5)
+    assert len(picked) == 60 and len(near) < len(unlabeled) / 3 and picked <= near
 
 
 @pytest.mark.slow

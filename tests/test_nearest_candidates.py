@@ -92,6 +92,13 @@ def test_too_few_candidates_are_topped_up_at_random_from_the_round_generator(dig
     cold = LabelPool(len(digits.train.images), 900, 0, pool_seed=1, defer_initial=True)
     assert torch.equal(heuristic.candidates(cold.unlabeled, torch.Generator(), cold), cold.unlabeled)
 
+    # No neighbours: a uniform random subset of min_candidates, the first of a permutation from the round's generator.
+    subset = NearestCandidates(RandomSampling(), neighbours=0, min_candidates=200)
+    subset.setup(digits, torch.device("cpu"))
+    drawn = subset.candidates(pool.unlabeled, torch.Generator().manual_seed(5), pool)
+    expected = pool.unlabeled[torch.randperm(len(pool.unlabeled), generator=torch.Generator().manual_seed(5))[:200]]
+    assert torch.equal(drawn, expected.sort().values)
+
 
 def test_the_picks_are_the_inner_heuristics_picks_among_the_candidates(digits) -> None:
     pool = LabelPool(len(digits.train.images), 900, 40, pool_seed=0)
@@ -132,7 +139,9 @@ def test_the_covering_radius_is_the_largest_distance_to_the_nearest_center() -> 
 def test_bad_settings_get_a_one_line_error() -> None:
     with pytest.raises(ValueError, match="remove one level"):
         NearestCandidates(NearestCandidates(CoreSet()))
-    with pytest.raises(ValueError, match="neighbours must be at least 1"):
+    with pytest.raises(ValueError, match="neighbours must be at least 0"):
+        NearestCandidates(CoreSet(), neighbours=-1)
+    with pytest.raises(ValueError, match="set min_candidates"):
         NearestCandidates(CoreSet(), neighbours=0)
     with pytest.raises(ValueError, match="fixed feature space"):
         NearestCandidates(CoreSet(), encoder=LabelAwareVAEFeatures())

@@ -78,7 +78,11 @@ class NearestCandidates(Heuristic):
 
     When fewer than ``min_candidates`` images are near the labeled set, the rest are drawn uniformly from the other
     unlabeled images with the round's generator. With no labeled image yet (a cold start) every unlabeled image is a
-    candidate. An inner heuristic's own ``candidates`` (learning loss's random subset) then applies to these.
+    candidate. ``neighbours: 0`` takes no neighbours at all: the candidates are then a uniform random subset of
+    ``min_candidates`` unlabeled images (a subsample, as learning loss's ``subset_size``), which keeps core-set's far
+    images within reach where the neighbours, by construction the images nearest the labeled set, leave them out
+    (see the covering radii in ``docs/heuristics.md``). An inner heuristic's own ``candidates`` (learning loss's
+    random subset) then applies to these.
 
     Deterministic: candidates come in ascending pool order; the only random draw is the top-up, from the generator
     the loop seeds from (seed, round), so a resumed run and every DDP rank (each computes the same features from the
@@ -92,7 +96,8 @@ class NearestCandidates(Heuristic):
 
     Args:
         heuristic: the heuristic that embeds the candidates and picks among them (core-set, entropy, ...).
-        neighbours: ``k``, unlabeled neighbours each labeled image contributes (SEALS uses 100 at ImageNet scale).
+        neighbours: ``k``, unlabeled neighbours each labeled image contributes (SEALS uses 100 at ImageNet scale);
+            0: none, only the random ``min_candidates``.
         min_candidates: top the candidates up at random to at least this many (keep it at least the budget).
         encoder: the fixed feature space (``None``: pixels). A label-aware VAE, retrained every round, is refused.
         search: ``"auto"`` (faiss when installed, else scikit-learn), ``"faiss"`` or ``"sklearn"``.
@@ -120,10 +125,12 @@ class NearestCandidates(Heuristic):
     ) -> None:
         if isinstance(heuristic, NearestCandidates):
             raise ValueError("NearestCandidates wraps another heuristic, not a NearestCandidates: remove one level")
-        if neighbours < 1:
-            raise ValueError(f"neighbours must be at least 1, got {neighbours}")
+        if neighbours < 0:
+            raise ValueError(f"neighbours must be at least 0, got {neighbours}")
         if min_candidates < 0:
             raise ValueError(f"min_candidates must be at least 0, got {min_candidates}")
+        if neighbours == 0 and min_candidates == 0:
+            raise ValueError("neighbours 0 leaves only the random min_candidates: set min_candidates (>= the budget)")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if search not in SEARCHES:
@@ -181,8 +188,11 @@ class NearestCandidates(Heuristic):
 
     def nearby(self, unlabeled: Tensor, pool: LabelPool) -> Tensor:
         """The positions among ``unlabeled`` (int64 ``[u]``) that are one of a labeled image's ``neighbours``
-        nearest unlabeled images, ascending, int64 ``[c]``; all of ``unlabeled`` when nothing is labeled."""
+        nearest unlabeled images, ascending, int64 ``[c]``; all of ``unlabeled`` when nothing is labeled, none with
+        ``neighbours: 0``."""
         labeled = pool.labeled
+        if self.neighbours == 0:
+            return unlabeled[:0]
         if len(labeled) == 0 or len(unlabeled) == 0:
             return unlabeled
         features = self.pool_features(pool)

@@ -221,3 +221,16 @@ def test_a_killed_run_resumes_to_the_uninterrupted_picks(tmp_path: Path, referen
     actual = folder / "digits_coreset" / "seed_0"
     assert read_csv(actual / "labeled.csv") == read_csv(expected / "labeled.csv")
     assert without_timings(read_csv(actual / "history.csv")) == without_timings(read_csv(expected / "history.csv"))
+
+
+def test_too_few_candidates_for_the_budget_stop_the_run_with_what_to_do(tmp_path: Path) -> None:
+    # 60 labeled images with one neighbour each offer at most 60 distinct candidates, fewer than 60 picks once two
+    # share a neighbour. The run stops at its first acquisition, before any record is written.
+    result = train_in_process(
+        "digits_coreset.yaml", tmp_path, *NEAREST_CORESET, "--active.heuristic.init_args.neighbours=1",
+        "--active.max_labels=120", "--active.epochs_first=1",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "candidates for 60 picks: let it offer more (NearestCandidates: min_candidates" in result.stderr
+    run = tmp_path / "digits_coreset" / "seed_0"
+    assert not (run / "labeled.csv").exists() and not (run / "history.csv").exists()

@@ -33,6 +33,9 @@ FROZEN = [
         # ClassBalanced(CoreSet): the labeled set's targets and the probabilities on top of the inner outputs, on
         # rank zero; its picks must not depend on how the ranks sharded the embedding.
         ("digits_coreset.yaml", "class_balanced_coreset.yaml"),
+        # NearestCandidates(CoreSet): every rank computes the pixel features and the candidates on its own; the picks,
+        # positions into those candidates, must name the same images on every rank.
+        ("digits_coreset.yaml", "nearest_candidates_coreset.yaml"),
     ],
 )
 def test_ddp_selects_what_one_process_does(tmp_path: Path, config: str, overlay: str | None) -> None:

@@ -410,7 +410,7 @@ def test_vae_checkpoint_mismatch_and_missing_file_are_reported(tmp_path: Path) -
 def test_shipped_experiment_configs_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPOSITORY)
     paths = sorted(Path("configs/experiments").glob("*.yaml"))
-    assert len(paths) == 22
+    assert len(paths) == 23
     for path in paths:
         experiment = read_experiment(path)
         assert experiment.name == path.stem and experiment.baseline in experiment.variants
@@ -469,6 +469,12 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(mon
                 assert heuristic["class_path"].endswith("ClassBalanced"), (path, variant.name)
                 heuristic = heuristic["init_args"]["heuristic"]
                 kind = kind.removesuffix("_balanced")
+            if "_nearest" in kind:  # NearestCandidates around the heuristic the name gives; "_vae": V(u) neighbours
+                assert heuristic["class_path"].endswith("NearestCandidates"), (path, variant.name)
+                encoder = heuristic["init_args"].get("encoder") or {}
+                assert bool(encoder.get("init_args", encoder).get("checkpoint")) == kind.endswith("_nearest_vae")
+                heuristic = heuristic["init_args"]["heuristic"]
+                kind = kind.split("_nearest")[0]
             if kind.endswith("_typiclust_start"):  # a cold start: TypiClust on the VAE features alone picks first
                 start = config["active"]["start"]
                 start_features = start["init_args"]["features"]["init_args"]
@@ -485,7 +491,8 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(mon
             features = features.get("init_args", features)
             vae = features.get("vae") or {}
             checkpoint = vae.get("init_args", vae).get("checkpoint")
-            name = variant.name.removesuffix("_balanced")  # the wrapped heuristic's settings are the unwrapped one's
+            # The wrapped heuristic's settings are the unwrapped one's.
+            name = variant.name.removesuffix("_balanced").split("_nearest")[0]
             on_encoder = name.endswith(("_vae", "_contrastive"))
             if name.endswith(("_vae_only", "_contrastive_only")) or (
                 expected in ("TypiClust", "ProbCover") and on_encoder
@@ -495,10 +502,7 @@ def test_every_shipped_variant_composes_into_the_heuristic_it_is_named_after(mon
                 assert features.get("task_weight", 1.0) == 1.0 and not checkpoint, (path, variant.name)
             elif expected in ("CoreSet", "MedAL"):
                 assert features.get("task_weight", 1.0) == 1.0
-                assert bool(checkpoint) == variant.name.endswith(("_vae", "_mixture", "_contrastive")), (
-                    path,
-                    variant.name,
-                )
+                assert bool(checkpoint) == name.endswith(("_vae", "_mixture", "_contrastive")), (path, variant.name)
                 if variant.name.endswith("_label_aware"):
                     assert vae["class_path"].endswith("LabelAwareVAEFeatures")
             head_vae = config["model"]["init_args"].get("vae") or {}

@@ -11,6 +11,7 @@ from alvae_pl.acquisition.learning_loss import LearningLoss
 from alvae_pl.acquisition.least_confidence import LeastConfidence
 from alvae_pl.acquisition.margin import Margin
 from alvae_pl.acquisition.medal import MedAL
+from alvae_pl.acquisition.nearest_candidates import NearestCandidates
 from alvae_pl.acquisition.probcover import ProbCover
 from alvae_pl.acquisition.random_sampling import RandomSampling
 from alvae_pl.acquisition.typiclust import TypiClust
@@ -26,6 +27,7 @@ __all__ = [
     "LeastConfidence",
     "Margin",
     "MedAL",
+    "NearestCandidates",
     "ProbCover",
     "RandomSampling",
     "Selection",

@@ -13,6 +13,7 @@ from alvae_pl.models.metrics import scores
 
 if TYPE_CHECKING:
     from alvae_pl.data.image_data import ImageData
+    from alvae_pl.data.label_pool import LabelPool
     from alvae_pl.models.task_model import TaskModel
 
 #: The output of :meth:`ClassBalanced.embed` that holds the task model's probabilities; the inner heuristic's own
@@ -138,8 +139,8 @@ class ClassBalanced(Heuristic):
     def start_acquisition(self, generator: torch.Generator) -> None:
         self.heuristic.start_acquisition(generator)
 
-    def candidates(self, unlabeled: Tensor, generator: torch.Generator) -> Tensor:
-        return self.heuristic.candidates(unlabeled, generator)
+    def candidates(self, unlabeled: Tensor, generator: torch.Generator, pool: LabelPool | None = None) -> Tensor:
+        return self.heuristic.candidates(unlabeled, generator, pool)
 
     def embed(self, model: TaskModel, images: Tensor) -> dict[str, Tensor]:
         """The inner heuristic's outputs plus ``PROBABILITIES_KEY``: float ``[B, K]`` probabilities (softmax, or

@@ -10,6 +10,7 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from alvae_pl.data.image_data import ImageData
+    from alvae_pl.data.label_pool import LabelPool
     from alvae_pl.models.task_model import TaskModel
 
 
@@ -31,7 +32,7 @@ class Heuristic(ABC):
     The active-learning loop drives a heuristic in these steps, once per round:
 
     0. ``start_acquisition(generator)``: draw whatever ``embed`` needs at random (BALD's dropout masks);
-    1. ``candidates(unlabeled, generator)``: the pool indices worth embedding (default: all unlabeled);
+    1. ``candidates(unlabeled, generator, pool)``: the pool indices worth embedding (default: all unlabeled);
     2. ``embed(model, images)``: per-image outputs, run in batches over the candidates (and, when
        ``uses_labeled``, over the labeled set too), sharded over DDP ranks and gathered;
     3. ``select(candidates, labeled, budget, generator)``: on one process, the picks.
@@ -58,8 +59,12 @@ class Heuristic(ABC):
     def start_acquisition(self, generator: torch.Generator) -> None:  # noqa: B027 - optional hook
         """Called on every rank at the start of each acquisition, before ``candidates``."""
 
-    def candidates(self, unlabeled: Tensor, generator: torch.Generator) -> Tensor:
-        """Pool indices (int64 ``[n]``) to embed and choose from; a subset of ``unlabeled``."""
+    def candidates(self, unlabeled: Tensor, generator: torch.Generator, pool: LabelPool | None = None) -> Tensor:
+        """Pool indices (int64 ``[n]``) to embed and choose from; a subset of ``unlabeled``.
+
+        ``pool`` is the label pool the indices belong to (its labeled set, its rows in the data), which the loop
+        passes for restrictions around the labeled set (:class:`~alvae_pl.acquisition.NearestCandidates`).
+        """
         return unlabeled
 
     @abstractmethod

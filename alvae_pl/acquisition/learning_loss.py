@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from alvae_pl.acquisition.heuristic import Heuristic, Selection, top_scoring
 from alvae_pl.models.task_model import TaskModel
+
+if TYPE_CHECKING:
+    from alvae_pl.data.label_pool import LabelPool
 
 
 class LearningLoss(Heuristic):
@@ -25,7 +30,7 @@ class LearningLoss(Heuristic):
             raise ValueError(f"subset_size must be at least 1 or null, got {subset_size}")
         self.subset_size = subset_size
 
-    def candidates(self, unlabeled: Tensor, generator: torch.Generator) -> Tensor:
+    def candidates(self, unlabeled: Tensor, generator: torch.Generator, pool: LabelPool | None = None) -> Tensor:
         if self.subset_size is None or self.subset_size >= len(unlabeled):
             return unlabeled
         chosen = torch.randperm(len(unlabeled), generator=generator)[: self.subset_size]

@@ -39,9 +39,12 @@ def acquire(
     datamodule: ActiveDataModule = trainer.datamodule
     pool = datamodule.pool
     heuristic.start_acquisition(generator)
-    candidates = heuristic.candidates(pool.unlabeled, generator)
+    candidates = heuristic.candidates(pool.unlabeled, generator, pool)
     if len(candidates) < budget:
-        raise ValueError(f"{type(heuristic).__name__} offered {len(candidates)} candidates for {budget} picks")
+        raise ValueError(
+            f"{type(heuristic).__name__} offered {len(candidates)} candidates for {budget} picks: let it offer more "
+            "(NearestCandidates: min_candidates; LearningLoss: subset_size) or lower active.budget"
+        )
     # A sharded selection (core-set, MedAL with ``sharded: true``) runs on every rank's shard: nothing gathered.
     shard = trainer.world_size > 1 and getattr(heuristic, "sharded", False)
     candidate_outputs = embed_pool(trainer, model, heuristic, candidates, "Embedding unlabeled pool", shard)

@@ -236,7 +236,8 @@ def test_a_run_folder_that_holds_a_run_is_never_trained_into_again(tmp_path: Pat
         (
             ["--active.heuristic=Nope"],
             "error: --active.heuristic: unknown heuristic 'Nope'; known: BADGE, BALD, ClassBalanced, CoreSet, Entropy, "
-            "LearningLoss, LeastConfidence, Margin, MedAL, ProbCover, RandomSampling, TypiClust (or a full class path)",
+            "LearningLoss, LeastConfidence, Margin, MedAL, NearestCandidates, ProbCover, RandomSampling, TypiClust "
+            "(or a full class path)",
         ),
         (
             ["--active.heuristic=MedAL", "--active.heuristic.init_args.bogus=1"],

@@ -9,10 +9,10 @@ import torch
 from torch import Tensor
 
 from alvae_pl.acquisition.heuristic import Heuristic, Selection
+from alvae_pl.acquisition.heuristic_wrapper import HeuristicWrapper
 from alvae_pl.models.metrics import scores
 
 if TYPE_CHECKING:
-    from alvae_pl.data.image_data import ImageData
     from alvae_pl.data.label_pool import LabelPool
     from alvae_pl.models.task_model import TaskModel
 
@@ -89,7 +89,7 @@ def balanced_quotas(available: Tensor, order: Tensor, budget: int) -> Tensor:
     return quotas
 
 
-class ClassBalanced(Heuristic):
+class ClassBalanced(HeuristicWrapper):
     """Makes ``heuristic`` pick a batch balanced over the task model's predicted classes (Emam et al., 2021).
 
     ``embed`` adds the task model's probabilities to the inner heuristic's outputs. ``select`` groups the candidates
@@ -126,18 +126,7 @@ class ClassBalanced(Heuristic):
     def __init__(self, heuristic: Heuristic) -> None:
         if isinstance(heuristic, ClassBalanced):
             raise ValueError("ClassBalanced wraps another heuristic, not a ClassBalanced: remove one level")
-        self.heuristic = heuristic
-        # The loop embeds the labeled set only for heuristics that read it: the inner one's need decides.
-        self.uses_labeled = heuristic.uses_labeled
-
-    def setup(self, data: ImageData, device: torch.device) -> None:
-        self.heuristic.setup(data, device)
-
-    def check_model(self, model: TaskModel) -> None:
-        self.heuristic.check_model(model)
-
-    def start_acquisition(self, generator: torch.Generator) -> None:
-        self.heuristic.start_acquisition(generator)
+        super().__init__(heuristic)
 
     def candidates(self, unlabeled: Tensor, generator: torch.Generator, pool: LabelPool | None = None) -> Tensor:
         return self.heuristic.candidates(unlabeled, generator, pool)

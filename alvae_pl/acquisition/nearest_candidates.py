@@ -12,6 +12,7 @@ from sklearn.neighbors import NearestNeighbors
 from torch import Tensor
 
 from alvae_pl.acquisition.heuristic import Heuristic, Selection
+from alvae_pl.acquisition.heuristic_wrapper import HeuristicWrapper
 from alvae_pl.models.label_aware_features import LabelAwareVAEFeatures
 from alvae_pl.models.vae_features import FeaturesSlot
 
@@ -65,7 +66,7 @@ def nearest_neighbours(queries: Tensor, points: Tensor, neighbours: int, search:
     return torch.from_numpy(finder.kneighbors(queries_np, return_distance=False)).long()
 
 
-class NearestCandidates(Heuristic):
+class NearestCandidates(HeuristicWrapper):
     """Makes ``heuristic`` choose among the unlabeled images nearest the labeled set (SEALS, Coleman et al., 2022).
 
     The candidates of a round are the union, over the labeled images, of each one's ``neighbours`` nearest unlabeled
@@ -140,14 +141,13 @@ class NearestCandidates(Heuristic):
                 "NearestCandidates needs a fixed feature space, and a label-aware VAE is retrained every round: "
                 "give it the paper's VAE, a contrastive or pretrained encoder, or none (pixels)"
             )
-        self.heuristic = heuristic
+        super().__init__(heuristic)
         self.neighbours = neighbours
         self.min_candidates = min_candidates
         self.encoder = encoder
         self.search = search
         self.batch_size = batch_size
         # The loop reads these of the heuristic it drives: the inner one's needs decide.
-        self.uses_labeled = heuristic.uses_labeled
         self.uses_model = heuristic.uses_model
         self.feature_dtype = heuristic.feature_dtype
         self.sharded = getattr(heuristic, "sharded", False)
@@ -157,16 +157,10 @@ class NearestCandidates(Heuristic):
         self._pool_features: Tensor | None = None  # float32 [P, D] on the CPU
 
     def setup(self, data: ImageData, device: torch.device) -> None:
-        self.heuristic.setup(data, device)
+        super().setup(data, device)
         if self.encoder is not None:
             self.encoder.load(data.num_channels, data.image_size, device, num_classes=data.num_classes, task=data.task)
         self._data, self._device = data, device
-
-    def check_model(self, model: TaskModel) -> None:
-        self.heuristic.check_model(model)
-
-    def start_acquisition(self, generator: torch.Generator) -> None:
-        self.heuristic.start_acquisition(generator)
 
     def pool_features(self, pool: LabelPool) -> Tensor:
         """The fixed features of every pool image, float32 ``[P, D]`` on the CPU, computed on first use."""
